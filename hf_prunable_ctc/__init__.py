@@ -1,0 +1,29 @@
+"""hf-prunable-ctc: CTC speech recognition whose depth can be cut at run time, as a Transformers model."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCTC
+
+from .configuration_prunable_ctc import PrunableCTCConfig
+from .modeling_prunable_ctc import (
+    PrunableCTCEncoderOutput,
+    PrunableCTCForCTC,
+    PrunableCTCModel,
+    PrunableCTCOutput,
+    PrunableCTCPreTrainedModel,
+)
+from .pruning import PRUNING_STRATEGIES, register_pruning_strategy
+
+# In-process registration: with the package imported, no remote code is needed to load a checkpoint.
+AutoConfig.register(PrunableCTCConfig.model_type, PrunableCTCConfig, exist_ok=True)
+AutoModel.register(PrunableCTCConfig, PrunableCTCModel, exist_ok=True)
+AutoModelForCTC.register(PrunableCTCConfig, PrunableCTCForCTC, exist_ok=True)
+
+__all__ = [
+    "PrunableCTCConfig",
+    "PrunableCTCModel",
+    "PrunableCTCForCTC",
+    "PrunableCTCOutput",
+    "PrunableCTCEncoderOutput",
+    "PrunableCTCPreTrainedModel",
+    "PRUNING_STRATEGIES",
+    "register_pruning_strategy",
+]
