@@ -63,6 +63,10 @@ class PrunableCTCConfig(PretrainedConfig):
             trained model; `[1..num_hidden_layers]` when not given. Pruning updates it.
         pruning_schedule (`dict[str, list[int]]`, *optional*): for each depth k (as a string key), the layers to
             keep; used by `prune_to(k)` when no strategy is named.
+        spec_augment_freq_masks (`int`, defaults to 0): SpecAugment in training: frequency masks per utterance.
+        spec_augment_freq_width (`int`, defaults to 15): largest width of a frequency mask, in mel bins.
+        spec_augment_time_masks_per_second (`float`, defaults to 0.0): time masks per second of audio (100 frames).
+        spec_augment_time_width (`int`, defaults to 40): largest width of a time mask, in frames (10 ms each).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of linear layers.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
     """
@@ -98,6 +102,10 @@ class PrunableCTCConfig(PretrainedConfig):
         ctc_zero_infinity=True,
         kept_layers=None,
         pruning_schedule=None,
+        spec_augment_freq_masks=0,
+        spec_augment_freq_width=15,
+        spec_augment_time_masks_per_second=0.0,
+        spec_augment_time_width=40,
         initializer_range=0.02,
         layer_norm_eps=1e-5,
         **kwargs,
@@ -134,6 +142,10 @@ class PrunableCTCConfig(PretrainedConfig):
         self.pruning_schedule = (
             {str(k): [int(i) for i in v] for k, v in pruning_schedule.items()} if pruning_schedule else None
         )
+        self.spec_augment_freq_masks = spec_augment_freq_masks
+        self.spec_augment_freq_width = spec_augment_freq_width
+        self.spec_augment_time_masks_per_second = spec_augment_time_masks_per_second
+        self.spec_augment_time_width = spec_augment_time_width
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -150,6 +162,12 @@ class PrunableCTCConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(field, "must be a positive integer")
+        for field in ("spec_augment_freq_masks", "spec_augment_freq_width", "spec_augment_time_width"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(field, "must be a non-negative integer")
+        if self.spec_augment_time_masks_per_second < 0:
+            fail("spec_augment_time_masks_per_second", "must be >= 0")
         if self.hidden_size % self.num_attention_heads:
             fail("num_attention_heads", f"must divide hidden_size={self.hidden_size}")
         if (self.hidden_size // self.num_attention_heads) % 2:

@@ -84,6 +84,29 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: PrunableCTCConfig) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al. 2019) of (batch, frames, bins) features, training only.
+
+    Each utterance gets `spec_augment_freq_masks` frequency bands and `spec_augment_time_masks_per_second` time
+    spans per second of its own audio set to zero (the normalised mean), so long and short utterances are masked
+    alike. Time warping is left out: it costs CPU time for little gain on small models.
+    """
+    features = features.clone()
+    batch, _, bins = features.shape
+    for i in range(batch):
+        for _ in range(config.spec_augment_freq_masks):
+            width = int(torch.randint(0, config.spec_augment_freq_width + 1, ()))
+            start = int(torch.randint(0, max(1, bins - width), ()))
+            features[i, :, start : start + width] = 0.0
+        length = int(lengths[i])
+        num_time_masks = int(config.spec_augment_time_masks_per_second * length / 100)
+        for _ in range(num_time_masks):
+            width = int(torch.randint(0, min(config.spec_augment_time_width, length // 5) + 1, ()))
+            start = int(torch.randint(0, max(1, length - width), ()))
+            features[i, start : start + width] = 0.0
+    return features
+
+
 class ConvSubsampling(nn.Module):
     """Stride-2 convolutions over time: (batch, frames, mel) -> (batch, frames / factor, hidden).
 
@@ -341,8 +364,8 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         config.check_values()
         return self
 
-    def num_encoder_parameters(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> int:
-        """Parameters a sub-network with these layers would hold (everything but the dropped layers)."""
+    def count_parameters(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> int:
+        """Parameters of the sub-network running these layers (front end, those layers, final norm and head)."""
         run = set(self.encoder.layers_to_run(num_layers, layers))
         dropped = sum(p.numel() for i, layer in enumerate(self.encoder.layers, start=1) if i not in run
                       for p in layer.parameters())
@@ -415,6 +438,8 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
         else:
             lengths = attention_mask.sum(-1).long()
+        if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks_per_second):
+            input_features = spec_augment(input_features, lengths, self.config)
         hidden, lengths = self.subsampling(input_features, lengths)
         hidden = self.dropout(hidden)
         frame_mask = lengths_to_mask(lengths, hidden.shape[1])

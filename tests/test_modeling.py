@@ -160,3 +160,15 @@ def test_encoder_output_matches_ctc_model(batch):
         encoded = model.model(features, mask)
         torch.testing.assert_close(model.lm_head(encoded.last_hidden_state), model(features, mask).logits)
     assert isinstance(model, PrunableCTCForCTC)
+
+
+def test_spec_augment_masks_only_in_training(batch):
+    features, mask = batch
+    model = tiny_model(spec_augment_freq_masks=2, spec_augment_freq_width=4, spec_augment_time_masks_per_second=5.0,
+                       spec_augment_time_width=5)
+    plain = tiny_model()
+    with torch.no_grad():
+        torch.testing.assert_close(model(features, mask).logits, plain(features, mask).logits)  # eval: no masking
+        model.train()
+        torch.manual_seed(0)
+        assert not torch.allclose(model(features, mask).logits, plain.train()(features, mask).logits)

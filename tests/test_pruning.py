@@ -51,7 +51,7 @@ def test_pruned_parameters_are_freed():
     model = tiny_model()
     before = sum(p.numel() for p in model.parameters())
     per_layer = sum(p.numel() for p in model.model.layers[0].parameters())
-    assert model.num_encoder_parameters(num_layers=2) == before - 2 * per_layer
+    assert model.count_parameters(num_layers=2) == before - 2 * per_layer
     model.prune_to(2)
     assert sum(p.numel() for p in model.parameters()) == before - 2 * per_layer
 
