@@ -1,0 +1,19 @@
+"""Local `evaluate` metric modules, so WER/CER load without the Hub: ``evaluate.load(metric_path("wer"))``.
+
+`evaluate.load("wer")` downloads the Hub's script each time it is not cached, which fails offline; evaluate 0.4.6
+loads a local ``<name>.py`` by path instead (it copies the file into its modules cache and imports it). The modules
+delegate to `hf_prunable_ctc.metrics`, so both give the same numbers; the package must be importable where they run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METRIC_NAMES = ("wer", "cer")
+
+
+def metric_path(name: str) -> str:
+    """Path of the local `evaluate` module file for `name` ("wer" or "cer"), for ``evaluate.load(path)``."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"no local evaluate module {name!r}; available: {METRIC_NAMES}")
+    return str(Path(__file__).with_name(f"{name}.py"))
