@@ -1,0 +1,119 @@
+"""Per-depth evaluation: greedy CTC output of several sub-networks from as few forward passes as possible.
+
+Depths whose pruning schedule keeps the first k layers ("top") all come from one full forward pass: the output of
+layer k goes through the shared final LayerNorm and CTC head. Other schedules need one pass each.
+"""
+
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .metrics import compute_ctc_metrics
+from .modeling_prunable_ctc import PrunableCTCForCTC
+
+
+def default_eval_depths(config) -> List[int]:
+    """Every intermediate-CTC layer plus the full depth."""
+    return sorted(set(config.interctc_layers) | {config.num_hidden_layers})
+
+
+def check_eval_depths(depths: Iterable[int], num_layers: int) -> List[int]:
+    depths = sorted(set(int(d) for d in depths))
+    bad = [d for d in depths if not 1 <= d <= num_layers]
+    if not depths or bad:
+        raise ValueError(f"eval depths must lie in [1, {num_layers}], got {depths}")
+    return depths
+
+
+def per_depth_greedy_ids(
+    model: PrunableCTCForCTC,
+    input_features: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    depths: Sequence[int],
+    schedule: Dict[int, List[int]],
+    labels: Optional[torch.Tensor] = None,
+):
+    """Greedy CTC ids of each depth, and the full model's loss when `labels` are given.
+
+    Returns:
+        `(ids, loss)`: ids is a LongTensor (batch, frames, len(depths)) holding the argmax token of every output
+        frame, with the blank (pad id) on padded frames; loss is the full-depth training loss or None.
+    """
+    num_layers = model.config.num_hidden_layers
+    top_depths = [d for d in depths if schedule[d] == list(range(1, d + 1)) and d < num_layers]
+    full = model(input_features, attention_mask=attention_mask, labels=labels,
+                 output_hidden_states=bool(top_depths))
+    columns = []
+    for depth in depths:
+        if depth == num_layers and schedule[depth] == list(range(1, num_layers + 1)):
+            logits = full.logits
+        elif depth in top_depths:
+            logits = model.logits_from_hidden_state(full.hidden_states[depth])
+        else:
+            logits = model(input_features, attention_mask=attention_mask, layers=schedule[depth]).logits
+        columns.append(logits.argmax(dim=-1))
+    ids = torch.stack(columns, dim=-1)
+    valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < full.output_lengths[:, None]
+    ids = ids.masked_fill(~valid[..., None], model.config.pad_token_id)
+    return ids, full.loss
+
+
+def per_depth_error_rates(pred_ids, label_ids, tokenizer, depths: Sequence[int]) -> Dict[int, Dict[str, float]]:
+    """WER and CER (fractions) per depth from `(N, frames, len(depths))` greedy ids and `(N, U)` labels."""
+    return {depth: compute_ctc_metrics(pred_ids[..., i], label_ids, tokenizer) for i, depth in enumerate(depths)}
+
+
+def write_per_depth_metrics(path, model, rates: Dict[int, Dict[str, float]], split: str,
+                            schedule: Dict[int, List[int]], extra: Optional[dict] = None) -> dict:
+    """Write `per_depth_metrics.json`: per depth the WER/CER (percent), the kept layers and the parameter count.
+
+    Written to a temporary file and renamed, so an interrupted run never leaves half a file.
+    """
+    record = {
+        "split": split,
+        "pruning": "config schedule" if model.config.pruning_schedule else "top (first k layers)",
+        "depths": {
+            str(depth): {
+                "wer": round(100 * r["wer"], 2),
+                "cer": round(100 * r["cer"], 2),
+                "layers": schedule[depth],
+                "parameters": model.count_parameters(layers=schedule[depth]),
+            }
+            for depth, r in sorted(rates.items())
+        },
+        **(extra or {}),
+    }
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+    return record
+
+
+def format_depth_table(record: dict) -> str:
+    """A plain-text table of a `per_depth_metrics.json` record."""
+    lines = [f"per-depth results on {record['split']} ({record['pruning']})",
+             f"{'depth':>5}  {'WER %':>7}  {'CER %':>7}  {'params':>10}  layers"]
+    for depth, r in record["depths"].items():
+        lines.append(f"{depth:>5}  {r['wer']:7.2f}  {r['cer']:7.2f}  {r['parameters']:10,d}  {r['layers']}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def subnetwork_error_rates(model, batches, tokenizer, layers: Sequence[int]) -> Dict[str, float]:
+    """WER and CER (fractions) of the sub-network running `layers`, over collated batches with labels."""
+    pred_rows, label_rows = [], []
+    for batch in batches:
+        out = model(batch["input_features"], batch.get("attention_mask"), layers=list(layers))
+        ids = out.logits.argmax(-1)
+        valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < out.output_lengths[:, None]
+        pred_rows.extend(ids.masked_fill(~valid, model.config.pad_token_id).tolist())
+        label_rows.extend(batch["labels"].tolist())
+    return compute_ctc_metrics(pad_rows(pred_rows, model.config.pad_token_id), pad_rows(label_rows, -100), tokenizer)
+
+
+def pad_rows(rows: List[List[int]], value: int) -> List[List[int]]:
+    width = max(len(r) for r in rows)
+    return [r + [value] * (width - len(r)) for r in rows]

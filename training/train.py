@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Train a prunable CTC model with intermediate CTC and stochastic depth, evaluated at several depths.
+
+Modelled on Transformers' `run_speech_recognition_ctc.py`; the logic lives in `hf_prunable_ctc` (data preparation,
+per-depth evaluation) so the CLI, this script and the tests share it. Runs as is under `torchrun` or
+`accelerate launch` for several GPUs/nodes.
+
+    python training/train.py --model_config training/configs/demo.json --dataset_name audiofolder \
+        --data_dir data/demo --output_dir runs/demo --num_train_epochs 40
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
+from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.speech_data import load_prepared_split, load_split, prepare_split, training_texts
+from hf_prunable_ctc.trainer import PerDepthCTCTrainer
+from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_config: Optional[str] = field(
+        default=None, metadata={"help": "JSON file of PrunableCTCConfig fields (training/configs/*.json)."})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Continue from a saved model (its tokenizer and features come with it)."})
+    tokenizer_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Folder with a Wav2Vec2CTCTokenizer; default: built from training text."})
+    interctc_layers: Optional[List[int]] = field(default=None, metadata={"help": "Intermediate CTC layers."})
+    interctc_weight: Optional[float] = field(default=None, metadata={"help": "lambda of intermediate CTC."})
+    self_conditioning: Optional[bool] = field(default=None, metadata={"help": "Self-conditioned CTC."})
+    stochastic_depth_rate: Optional[float] = field(default=None, metadata={"help": "p_max of stochastic depth."})
+    stochastic_depth_schedule: Optional[str] = field(default=None, metadata={"help": "linear | uniform."})
+    spec_augment: Optional[bool] = field(
+        default=None, metadata={"help": "SpecAugment masking (2 frequency masks <= 15 bins, 1 time mask <= 40 "
+                                        "frames per second); --spec_augment false turns off the config's."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(metadata={"help": "'audiofolder' (with --data_dir), a saved dataset folder, or a Hub "
+                                                "id such as openslr/librispeech_asr."})
+    dataset_config_name: Optional[str] = field(default=None)
+    data_dir: Optional[str] = field(default=None, metadata={"help": "audiofolder root with <split>/metadata.csv."})
+    train_split_name: str = field(default="train")
+    eval_split_name: str = field(default="validation")
+    test_split_name: Optional[str] = field(
+        default=None, metadata={"help": "Also evaluate per depth on this split at the end (e.g. test)."})
+    audio_column_name: str = field(default="audio")
+    text_column_name: str = field(default="transcription")
+    chars_to_ignore: Optional[str] = field(
+        default=None, metadata={"help": "Characters removed from transcripts; default: text.py's punctuation."})
+    uppercase: bool = field(default=True, metadata={"help": "Upper-case transcripts."})
+    min_duration_in_seconds: float = field(default=0.0)
+    max_duration_in_seconds: float = field(default=20.0)
+    max_train_samples: Optional[int] = field(default=None)
+    max_eval_samples: Optional[int] = field(default=None)
+    preprocessing_num_workers: Optional[int] = field(default=None)
+    eval_depths: Optional[List[int]] = field(
+        default=None, metadata={"help": "Depths to evaluate; default: every intermediate CTC layer and the full."})
+
+
+def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) -> PrunableCTCForCTC:
+    overrides = {k: getattr(model_args, k) for k in ("interctc_layers", "interctc_weight", "self_conditioning",
+                                                    "stochastic_depth_rate", "stochastic_depth_schedule")
+                 if getattr(model_args, k) is not None}
+    if model_args.spec_augment is not None:
+        overrides.update(spec_augment_freq_masks=2 if model_args.spec_augment else 0,
+                         spec_augment_time_masks_per_second=1.0 if model_args.spec_augment else 0.0)
+    if model_args.model_name_or_path:
+        model = PrunableCTCForCTC.from_pretrained(model_args.model_name_or_path)
+        for key, value in overrides.items():
+            setattr(model.config, key, value)
+        model.config.check_values()
+        return model
+    settings = {}
+    if model_args.model_config:
+        with open(model_args.model_config) as f:
+            settings = json.load(f)
+    settings.update(overrides, vocab_size=vocab_size, pad_token_id=pad_token_id)
+    return PrunableCTCForCTC(PrunableCTCConfig(**settings))
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+                        if training_args.should_log else logging.WARNING)
+    if not (model_args.model_config or model_args.model_name_or_path):
+        parser.error("give --model_config (train from scratch) or --model_name_or_path (continue)")
+    set_seed(training_args.seed)
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir) and training_args.do_train and not training_args.resume_from_checkpoint:
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint:
+            logger.info("resuming from %s (pass a new --output_dir to start over)", last_checkpoint)
+
+    raw_train = load_split(data_args.dataset_name, data_args.train_split_name,
+                           dataset_config_name=data_args.dataset_config_name, data_dir=data_args.data_dir,
+                           audio_column=data_args.audio_column_name)
+    if data_args.max_train_samples:
+        raw_train = raw_train.select(range(min(data_args.max_train_samples, len(raw_train))))
+
+    # Tokenizer and features: from the checkpoint, a given tokenizer, or built from the training text.
+    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if source:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    else:
+        texts = training_texts(raw_train, data_args.text_column_name, data_args.chars_to_ignore, data_args.uppercase)
+        if not texts:
+            raise ValueError(f"no usable transcripts in column {data_args.text_column_name!r} of the training split")
+        tokenizer = make_tokenizer(build_vocabulary(texts))
+    model = build_model(model_args, len(tokenizer), tokenizer.pad_token_id)
+    feature_extractor = make_feature_extractor(num_mel_bins=model.config.num_mel_bins)
+
+    prepare = dict(audio_column=data_args.audio_column_name, text_column=data_args.text_column_name,
+                   chars_to_ignore=data_args.chars_to_ignore, uppercase=data_args.uppercase,
+                   min_duration_s=data_args.min_duration_in_seconds, max_duration_s=data_args.max_duration_in_seconds,
+                   num_proc=data_args.preprocessing_num_workers)
+    load = dict(dataset_config_name=data_args.dataset_config_name, data_dir=data_args.data_dir,
+                max_samples=data_args.max_eval_samples, **prepare)
+    with training_args.main_process_first(desc="data preparation"):
+        train_set, train_report = prepare_split(raw_train, feature_extractor, tokenizer, desc="train features",
+                                                **prepare)
+        eval_set, eval_report = load_prepared_split(data_args.dataset_name, data_args.eval_split_name,
+                                                    feature_extractor, tokenizer, **load)
+    logger.info(train_report.summary("train"))
+    logger.info(eval_report.summary("eval"))
+    if train_report.kept == 0:
+        raise ValueError("no training utterance survived preparation: " + train_report.summary("train"))
+
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        save_processor(feature_extractor, tokenizer, training_args.output_dir)
+
+    trainer = PerDepthCTCTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorCTCWithPadding(feature_extractor=feature_extractor, tokenizer=tokenizer),
+        processing_class=feature_extractor,
+        tokenizer=tokenizer,
+        eval_depths=data_args.eval_depths,
+    )
+    logger.info("model: %s, %s parameters", model.config.encoder_type, f"{model.num_parameters():,d}")
+
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+
+    splits = [(data_args.eval_split_name, eval_set)]
+    if data_args.test_split_name:
+        with training_args.main_process_first(desc="test preparation"):
+            test_set, test_report = load_prepared_split(data_args.dataset_name, data_args.test_split_name,
+                                                        feature_extractor, tokenizer, **load)
+        logger.info(test_report.summary("test"))
+        splits.append((data_args.test_split_name, test_set))
+
+    records = {}
+    for split_name, dataset in splits:
+        metrics = trainer.evaluate(dataset, metric_key_prefix=split_name)
+        trainer.log_metrics(split_name, metrics)
+        rates = {d: {"wer": metrics[f"{split_name}_wer_d{d}"], "cer": metrics[f"{split_name}_cer_d{d}"]}
+                 for d in trainer.eval_depths}
+        records[split_name] = rates
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        schedule = model.pruning_schedule()
+        # The last split given (test when there is one) is the headline; all splits are kept in the file.
+        headline_split = splits[-1][0]
+        record = write_per_depth_metrics(
+            os.path.join(training_args.output_dir, "per_depth_metrics.json"), model, records[headline_split],
+            headline_split, schedule,
+            extra={"all_splits": {s: {str(d): {k: round(100 * v, 2) for k, v in r.items()} for d, r in rates.items()}
+                                  for s, rates in records.items()},
+                   "train_hours": round(train_report.hours, 3)})
+        print(format_depth_table(record))
+        best = best_wer_per_depth(trainer.state.log_history, trainer.eval_depths)
+        if best:
+            print("best validation WER per depth during training: "
+                  + ", ".join(f"d{d}={100 * w:.1f}%" for d, w in best.items()))
+    return trainer
+
+
+def best_wer_per_depth(log_history, depths):
+    """Lowest `eval_wer_d{k}` seen in the training log, per depth."""
+    best = {}
+    for entry in log_history:
+        for depth in depths:
+            value = entry.get(f"eval_wer_d{depth}")
+            if value is not None:
+                best[depth] = min(best.get(depth, value), value)
+    return best
+
+
+if __name__ == "__main__":
+    main()
