@@ -11,6 +11,7 @@ from .modeling_prunable_ctc import (
     PrunableCTCPreTrainedModel,
 )
 from .pruning import PRUNING_STRATEGIES, register_pruning_strategy
+from . import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" strategies)
 
 # In-process registration: with the package imported, no remote code is needed to load a checkpoint.
 AutoConfig.register(PrunableCTCConfig.model_type, PrunableCTCConfig, exist_ok=True)

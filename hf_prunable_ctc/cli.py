@@ -3,6 +3,8 @@
     summary     per-depth parameters and output shapes of a saved model (or a random one from a config)
     transcribe  transcribe audio files at a chosen depth
     prune       prune a saved model to a depth and save it (weights shrink in proportion)
+    publish     write a Hub repo folder (weights, code, processor, model card with per-depth results) and upload
+                it when a token and the network are there (--dry_run: write and describe only)
 """
 
 import argparse
@@ -80,6 +82,22 @@ def prune(args) -> None:
           f"saved to {args.output_dir}")
 
 
+def publish(args) -> None:
+    from .publish import publish as publish_folder
+
+    with open(args.card_info) as f:
+        card_kwargs = json.load(f)
+    result = publish_folder(args.model, args.output_dir, args.repo_id, card_kwargs, depth=args.depth,
+                            strategy=args.strategy, dry_run=args.dry_run)
+    for name, size in result["files"].items():
+        print(f"{size:>12,d}  {name}")
+    if result["uploaded"]:
+        print(f"uploaded {args.output_dir} to https://huggingface.co/{args.repo_id}")
+    else:
+        print(f"dry run (no token, offline, or --dry_run): {args.output_dir} is what would be uploaded to "
+              f"{args.repo_id}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prunable-ctc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, required=True)
     p.add_argument("--strategy")
     p.set_defaults(run=prune)
+
+    p = commands.add_parser("publish", help="write (and upload) a Hub repo folder with a model card")
+    p.add_argument("model", help="trained model folder (with depth_report.json or per_depth_metrics.json)")
+    p.add_argument("output_dir")
+    p.add_argument("--repo_id", required=True)
+    p.add_argument("--card_info", required=True, help="JSON: model_name, dataset_name, dataset_type, "
+                   "training_command, and optionally summary, training, limitations, datasets, license")
+    p.add_argument("--depth", type=int, help="publish a variant pruned to this depth")
+    p.add_argument("--strategy", help="strategy choosing the layers of --depth (default: the stored schedule)")
+    p.add_argument("--dry_run", action="store_true")
+    p.set_defaults(run=publish)
     return parser
 
 

@@ -23,6 +23,7 @@ from .configuration_prunable_ctc import PrunableCTCConfig
 from .pruning import (
     PRUNING_STRATEGIES,
     PruningSchedule,
+    default_schedule,
     remap_schedule,
     validate_depth,
     validate_layer_selection,
@@ -330,9 +331,7 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         other modules), called as `strategy(self, **strategy_kwargs)`.
         """
         if strategy is None:
-            schedule = PRUNING_STRATEGIES["top"](self)
-            schedule.update(validate_schedule(self.config.pruning_schedule or {}, self.config.num_hidden_layers))
-            return schedule
+            return default_schedule(self.config)
         if strategy not in PRUNING_STRATEGIES:
             raise ValueError(f"unknown pruning strategy {strategy!r}; known: {sorted(PRUNING_STRATEGIES)}")
         return validate_schedule(PRUNING_STRATEGIES[strategy](self, **strategy_kwargs), self.config.num_hidden_layers)

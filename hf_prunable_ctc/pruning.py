@@ -69,6 +69,14 @@ def top_schedule(model) -> PruningSchedule:
     return {k: list(range(1, k + 1)) for k in range(1, num_layers + 1)}
 
 
+def default_schedule(config) -> PruningSchedule:
+    """The schedule a model uses when no strategy is named: `config.pruning_schedule`, "top" for depths it lacks."""
+    num_layers = config.num_hidden_layers
+    schedule = {k: list(range(1, k + 1)) for k in range(1, num_layers + 1)}
+    schedule.update(validate_schedule(config.pruning_schedule or {}, num_layers))
+    return schedule
+
+
 def evenly_spaced_layers(depth: int, num_layers: int) -> List[int]:
     """k layers spread evenly over 1..L, always ending with the last layer (LayerDrop's "every other" for k=L/2)."""
     validate_depth(depth, num_layers)

@@ -1,0 +1,188 @@
+"""The per-depth report: accuracy, size and speed of every sub-network a checkpoint offers, per pruning strategy.
+
+Outputs `depth_report.json` (one record per strategy x depth), `depth_report.md` (tables) and three PNG plots
+(WER vs depth, RTF vs depth, SVCCA heatmap). Speed is the real-time factor RTF = processing seconds / audio
+seconds (lower is faster; the paper's 0.005 -> 0.002), measured on the model forward pass alone: log-mel features
+are computed once beforehand and excluded, the same for every depth, so the numbers compare depths and not the
+feature extractor. Each setting is timed `repeats` times after a warm-up and the median is reported.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from .depth_evaluation import subnetwork_error_rates
+from .svcca import collect_layer_outputs, svcca_matrix
+
+FRAME_SECONDS = 0.01  # one log-mel frame = 10 ms of audio
+
+
+@torch.no_grad()
+def measure_rtf(model, utterances: List[torch.Tensor], layers: Sequence[int], batch_size: int = 1,
+                repeats: int = 5) -> float:
+    """Median real-time factor of the forward pass over `utterances` ((frames, bins) feature tensors).
+
+    Utterances are processed in order in batches of `batch_size` (padded within a batch); one untimed warm-up
+    pass precedes the `repeats` timed passes.
+    """
+    device = next(model.parameters()).device
+    batches = []
+    for start in range(0, len(utterances), batch_size):
+        chunk = utterances[start : start + batch_size]
+        width = max(u.shape[0] for u in chunk)
+        features = torch.zeros(len(chunk), width, chunk[0].shape[1])
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, u in enumerate(chunk):
+            features[i, : u.shape[0]] = u
+            mask[i, : u.shape[0]] = 1
+        batches.append((features.to(device), mask.to(device)))
+    audio_seconds = sum(u.shape[0] for u in utterances) * FRAME_SECONDS
+
+    def run():
+        for features, mask in batches:
+            model(features, mask, layers=list(layers))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()  # warm-up: allocator, kernels, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / audio_seconds
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def build_depth_report(model, batches, tokenizer, schedules: Dict[str, Dict[int, List[int]]], dataset: str,
+                       split: str, rtf_utterances: int = 20, batched_size: int = 8, repeats: int = 5) -> dict:
+    """Measure every (strategy, depth): WER, CER (percent), parameters, RTF at batch 1 and batched."""
+    model.eval()
+    layer_sets = [layers for schedule in schedules.values() for layers in schedule.values()]
+    rates = {layers: subnetwork_error_rates(model, batches, tokenizer, layers)
+             for layers in {tuple(x) for x in layer_sets}}
+    utterances = [batch["input_features"][i, : int(batch["attention_mask"][i].sum())]
+                  for batch in batches for i in range(batch["input_features"].shape[0])][:rtf_utterances]
+    rtf_cache = {}
+    records = []
+    for strategy, schedule in schedules.items():
+        for depth, layers in sorted(schedule.items()):
+            # RTF depends on how many layers run, not which: measure once per depth.
+            if depth not in rtf_cache:
+                rtf_cache[depth] = (measure_rtf(model, utterances, layers, 1, repeats),
+                                    measure_rtf(model, utterances, layers, batched_size, repeats))
+            r = rates[tuple(layers)]
+            records.append({
+                "strategy": strategy, "depth": depth, "layers": list(layers),
+                "wer": round(100 * r["wer"], 2), "cer": round(100 * r["cer"], 2),
+                "parameters": model.count_parameters(layers=layers),
+                "rtf_batch1": rtf_cache[depth][0], f"rtf_batch{batched_size}": rtf_cache[depth][1],
+            })
+    device = next(model.parameters()).device
+    return {
+        "dataset": dataset, "split": split,
+        "utterances": sum(b["input_features"].shape[0] for b in batches),
+        "hardware": hardware_description(device),
+        "rtf": {"definition": "processing seconds / audio seconds, model forward only (features precomputed), "
+                              f"median of {repeats} runs after a warm-up",
+                "utterances": len(utterances), "batched_size": batched_size},
+        "records": records,
+    }
+
+
+def svcca_of_layers(model, batches, max_frames: int = 20000):
+    """(L+1)x(L+1) SVCCA similarity between the input of layer 1 and every layer output, on `batches`."""
+    return svcca_matrix(collect_layer_outputs(model, batches, max_frames=max_frames))
+
+
+def format_report_markdown(report: dict) -> str:
+    batched = f"rtf_batch{report['rtf']['batched_size']}"
+    lines = [f"Per-depth results on {report['dataset']} / {report['split']} ({report['utterances']} utterances); "
+             f"RTF on {report['hardware']}, {report['rtf']['definition']}.", ""]
+    for strategy in dict.fromkeys(r["strategy"] for r in report["records"]):
+        lines += [f"**{strategy}**", "",
+                  f"| depth | layers kept | WER % | CER % | parameters | RTF (batch 1) | RTF (batch "
+                  f"{report['rtf']['batched_size']}) |", "|---:|---|---:|---:|---:|---:|---:|"]
+        for r in (r for r in report["records"] if r["strategy"] == strategy):
+            lines.append(f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} | "
+                         f"{r['parameters']:,} | {r['rtf_batch1']:.4f} | {r[batched]:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, similarity, output_dir: str) -> List[str]:
+    """Write wer_vs_depth.png, rtf_vs_depth.png and svcca_heatmap.png; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    where = f"{report['dataset']} / {report['split']}"
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy in dict.fromkeys(r["strategy"] for r in report["records"]):
+        rows = [r for r in report["records"] if r["strategy"] == strategy]
+        ax.plot([r["depth"] for r in rows], [r["wer"] for r in rows], marker="o", label=strategy)
+    ax.set(xlabel="encoder layers kept", ylabel="WER (%)", title=f"WER by depth, no fine-tuning\n{where}")
+    ax.legend(title="pruning strategy")
+    ax.grid(alpha=0.3)
+    paths.append(os.path.join(output_dir, "wer_vs_depth.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    batched = f"rtf_batch{report['rtf']['batched_size']}"
+    depth_rows = {r["depth"]: r for r in report["records"]}
+    depths = sorted(depth_rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(depths, [depth_rows[d]["rtf_batch1"] for d in depths], marker="o", label="batch size 1")
+    ax.plot(depths, [depth_rows[d][batched] for d in depths], marker="s",
+            label=f"batch size {report['rtf']['batched_size']}")
+    ax.set(xlabel="encoder layers kept", ylabel="real-time factor (processing s / audio s)",
+           title=f"Speed by depth on {report['hardware']}\nmodel forward only, median of runs")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    paths.append(os.path.join(output_dir, "rtf_vs_depth.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    size = len(similarity)
+    labels = ["input"] + [str(i) for i in range(1, size)]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    image = ax.imshow(similarity, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(size), labels)
+    ax.set_yticks(range(size), labels)
+    ax.set(xlabel="layer output", ylabel="layer output",
+           title=f"SVCCA similarity between layer outputs\n{where}")
+    fig.colorbar(image, ax=ax, label="mean canonical correlation")
+    paths.append(os.path.join(output_dir, "svcca_heatmap.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_depth_report(report: dict, similarity, output_dir: str) -> List[str]:
+    """Write depth_report.json, depth_report.md and the plots into `output_dir` (created); return the paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    report = dict(report, svcca_matrix=[[round(float(x), 4) for x in row] for row in similarity])
+    json_path = os.path.join(output_dir, "depth_report.json")
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(json_path + ".tmp", json_path)
+    md_path = os.path.join(output_dir, "depth_report.md")
+    with open(md_path, "w") as f:
+        f.write(format_report_markdown(report) + "\n")
+    return [json_path, md_path] + plot_report(report, similarity, output_dir)

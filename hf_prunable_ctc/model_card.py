@@ -1,0 +1,124 @@
+"""Model cards with one WER and one CER result per depth, from a depth report or `per_depth_metrics.json`.
+
+The `model-index` keeps task, dataset and split identical for every depth and varies `metric_name`
+("WER (4 layers)"), `metric_config` ("depth-4") and `metric_args` ({"num_layers": 4}): those are not part of the
+Hub's grouping key, so all depths survive (putting the depth in `dataset_args` would collapse them).
+"""
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .configuration_prunable_ctc import PrunableCTCConfig
+from .pruning import default_schedule
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards", "template.md")
+TAGS = ["ctc", "speech", "layer-pruning", "intermediate-ctc", "stochastic-depth", "prunable-ctc", "hf-prunable-ctc"]
+
+
+def depth_results(model_dir: str, schedule: Dict[int, List[int]], translate=None) -> Dict:
+    """Per-depth results for `schedule` from `depth_report.json` (preferred: has RTF) or `per_depth_metrics.json`.
+
+    `translate` maps the layer numbering of the results to that of `schedule` (for a pruned copy of the measured
+    model); rows it cannot map are skipped.
+    Returns {"split", "dataset", "hardware", "rows": [{"depth", "layers", "wer", "cer", "parameters", "rtf"?}]}.
+    """
+    translate = translate or (lambda layers: layers)
+    report_path = os.path.join(model_dir, "depth_report.json")
+    if os.path.exists(report_path):
+        with open(report_path) as f:
+            report = json.load(f)
+        rows, seen = [], set()
+        for record in report["records"]:
+            layers = translate(record["layers"])
+            depth = len(layers or [])
+            if depth and depth not in seen and layers == schedule.get(depth):
+                seen.add(depth)
+                rows.append({k: record[k] for k in ("wer", "cer", "parameters")} |
+                            {"depth": depth, "layers": layers, "rtf": record["rtf_batch1"]})
+        return {"split": report["split"], "dataset": report["dataset"], "hardware": report["hardware"],
+                "rows": sorted(rows, key=lambda r: r["depth"])}
+    metrics_path = os.path.join(model_dir, "per_depth_metrics.json")
+    if not os.path.exists(metrics_path):
+        raise FileNotFoundError(f"{model_dir} has neither depth_report.json nor per_depth_metrics.json: run "
+                                "training/evaluate_depths.py or training/train.py first")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    rows = [{"depth": int(d), "layers": translate(r["layers"]), **{k: r[k] for k in ("wer", "cer", "parameters")}}
+            for d, r in metrics["depths"].items() if translate(r["layers"]) == schedule.get(int(d))]
+    return {"split": metrics["split"], "dataset": metrics.get("dataset"), "hardware": None,
+            "rows": sorted(rows, key=lambda r: r["depth"])}
+
+
+def eval_results(rows: List[dict], dataset_name: str, dataset_type: str, split: str) -> List[EvalResult]:
+    """One WER and one CER `EvalResult` per depth, values in percent."""
+    results = []
+    for row in rows:
+        for metric in ("wer", "cer"):
+            results.append(EvalResult(
+                task_type="automatic-speech-recognition", task_name="Speech Recognition",
+                dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
+                metric_type=metric, metric_value=row[metric],
+                metric_name=f"{metric.upper()} ({row['depth']} layers)", metric_config=f"depth-{row['depth']}",
+                metric_args={"num_layers": row["depth"], "layers": row["layers"]},
+            ))
+    return results
+
+
+def depth_table(rows: List[dict], hardware: Optional[str]) -> str:
+    with_rtf = all("rtf" in r for r in rows)
+    header = "| layers kept | which | WER % | CER % | parameters |" + (" RTF |" if with_rtf else "")
+    lines = [header, "|---:|---|---:|---:|---:|" + ("---:|" if with_rtf else "")]
+    for r in rows:
+        line = (f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} | "
+                f"{r['parameters']:,} |")
+        lines.append(line + (f" {r['rtf']:.4f} |" if with_rtf else ""))
+    if with_rtf and hardware:
+        lines += ["", f"RTF = processing seconds / audio seconds of the model forward pass at batch size 1 on "
+                      f"{hardware} (features excluded; median of repeated runs)."]
+    return "\n".join(lines)
+
+
+def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset_type: str,
+                     training_command: str, summary: str = "", training: str = "", limitations: str = "",
+                     results_note: str = "", repo_id: Optional[str] = None, license: str = "apache-2.0",
+                     datasets: Optional[List[str]] = None, results_dir: Optional[str] = None) -> ModelCard:
+    """A `ModelCard` for the model in `model_dir`, with per-depth results and plots from `results_dir`
+    (default `model_dir`; for a pruned copy, the folder of the model that was measured)."""
+    config = PrunableCTCConfig.from_pretrained(model_dir)
+    schedule = default_schedule(config)
+    results_dir = results_dir or model_dir
+    measured = PrunableCTCConfig.from_pretrained(results_dir)
+    # Both models record which original layers they hold: map measured layer numbers to this model's.
+    to_original = {i: original for i, original in enumerate(measured.kept_layers, start=1)}
+    to_here = {original: i for i, original in enumerate(config.kept_layers, start=1)}
+
+    def translate(layers):
+        mapped = [to_here.get(to_original[i]) for i in layers]
+        return None if None in mapped else mapped
+
+    results = depth_results(results_dir, schedule, translate)
+    if not results["rows"]:
+        raise ValueError(f"no per-depth results in {model_dir} match the model's pruning schedule")
+    card_data = ModelCardData(
+        model_name=model_name, library_name="transformers", pipeline_tag="automatic-speech-recognition",
+        tags=TAGS, license=license, language=["en"], datasets=datasets, metrics=["wer", "cer"],
+        eval_results=eval_results(results["rows"], dataset_name, dataset_type, results["split"]),
+    )
+    plots = [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
+             if os.path.exists(os.path.join(results_dir, name))]
+    return ModelCard.from_template(
+        card_data, template_path=TEMPLATE, model_name=model_name, summary=summary,
+        encoder_type=config.encoder_type, num_layers=config.num_hidden_layers,
+        interctc_layers=config.interctc_layers, interctc_weight=config.interctc_weight,
+        stochastic_depth_rate=config.stochastic_depth_rate,
+        stochastic_depth_schedule=config.stochastic_depth_schedule,
+        results_note=results_note or f"Greedy CTC decoding, no language model, on the `{results['split']}` split "
+                                     f"of {dataset_name}.",
+        depth_table=depth_table(results["rows"], results["hardware"]),
+        plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
+        repo_id=repo_id or model_name, schedule_name="stored schedule" if config.pruning_schedule else "first k layers",
+        training=training, training_command=training_command, limitations=limitations,
+    )

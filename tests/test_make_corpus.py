@@ -1,0 +1,238 @@
+"""training/make_corpus.py: planning (pure), synthesis with espeak-ng/festival when installed, and the bundled demo."""
+
+import csv
+import importlib.util
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from hf_prunable_ctc.text import ALPHABET
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / "data" / "demo"
+
+
+def _load_make_corpus():
+    spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "training" / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_corpus"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+mc = _load_make_corpus()
+
+ESPEAK_US_GB = ["espeak-ng:en-us+*", "espeak-ng:en-gb+*"]
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+SENTENCES = [
+    mc.Sentence(text, mc.clean_sentence(text), "test")
+    for text in [
+        "The cat sat on the mat.", "A dog ran in the park.", "We all had a good time.", "The sun went down.",
+        "Give me the red book.", "She was his first love.", "They know his voice.", "Now hear this!",
+        "It is not over yet.", "Go and see the sea.", "He said nothing at all.", "The bird can sing.",
+        "Come back to me soon.", "I was here first.", "Bring the water home.", "Open the door slowly.",
+    ]
+]
+
+
+def _voice(speaker, engine="espeak-ng", voice=None, stratum="en-us", pitch=True):
+    return mc.Voice(speaker, engine, voice or speaker.split(":")[-1], stratum, pitch)
+
+
+def _rows(corpus_dir):
+    return mc.read_metadata(corpus_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------- planning
+
+
+def test_split_speakers_is_speaker_disjoint_and_keeps_engine_twins_together():
+    voices = [v for v in mc.all_voices() if v.engine != "espeak-ng" or v.voice.split("+")[0] in ("en-us", "en-gb")]
+    splits = mc.split_speakers(voices, 0.1, 0.1, seed=3)
+    speakers = {split: {v.speaker for v in vs} for split, vs in splits.items()}
+    assert not speakers["train"] & speakers["validation"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["validation"] & speakers["test"]
+    assert sum(len(vs) for vs in splits.values()) == len(voices)
+    for twin in ("cmu-kal", "cmu-slt"):  # flite and festival voices of one speaker share a split
+        homes = [split for split, vs in splits.items() if any(v.speaker == twin for v in vs)]
+        assert len(homes) == 1 and sum(v.speaker == twin for v in splits[homes[0]]) == 2
+    # every stratum (accent, CMU speakers) is represented in the held-out splits
+    for split in ("validation", "test"):
+        assert {v.stratum for v in splits[split]} == {"en-us", "en-gb", "cmu"}
+
+
+def test_split_speakers_needs_three_speakers():
+    with pytest.raises(mc.CorpusSettingsError, match="too few"):
+        mc.split_speakers([_voice("espeak-ng:en-us"), _voice("espeak-ng:en-us+f1")])
+
+
+def test_plan_is_reproducible_and_disjoint():
+    voices = [_voice(f"espeak-ng:en-us+{v}") for v in ("f1", "f2", "f3", "m1", "m2", "m3", "m4")]
+    plan = mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=12, seed=7)
+    assert plan == mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=12, seed=7)
+    assert plan != mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=12, seed=8)
+    assert Counter(u.split for u in plan) == {"train": 10, "validation": 1, "test": 1}
+    by_split = {split: [u for u in plan if u.split == split] for split in mc.SPLITS}
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert not {u.voice.speaker for u in by_split[a]} & {u.voice.speaker for u in by_split[b]}
+        assert not {u.transcript for u in by_split[a]} & {u.transcript for u in by_split[b]}
+    assert len({(u.split, u.file_name) for u in plan}) == len(plan)
+    assert all(0.8 <= u.rate <= 1.25 and 0.7 <= u.pitch <= 1.4 for u in plan)
+
+
+def test_plan_sizes_from_hours_and_reuse_of_sentences():
+    voices = [_voice(f"espeak-ng:en-us+f{i}") for i in range(1, 6)]
+    plan = mc.plan_corpus(SENTENCES, voices, hours=0.02, validation_size=2, test_size=2, seed=0)
+    counts = Counter(u.split for u in plan)
+    assert counts["validation"] == 2 and counts["test"] == 2
+    train_seconds = sum(mc._estimated_seconds(u.transcript, 1.0) for u in plan if u.split == "train")
+    assert train_seconds == pytest.approx(0.02 * 3600, rel=0.3)
+    assert counts["train"] > len(SENTENCES) - 4  # more than the 12 train sentences: some are read twice
+    with pytest.raises(mc.CorpusSettingsError):
+        mc.plan_corpus(SENTENCES[:3], voices, hours=None, max_utterances=30, validation_size=2, test_size=2)
+
+
+def test_restrict_vocabulary_and_sentence_splitting():
+    sentences = [mc.Sentence(t, mc.clean_sentence(t), "x") for t in ["the cat", "the dog", "the cat sat", "a bird"]]
+    kept = mc.restrict_vocabulary(sentences, 2)  # THE (3), CAT (2)
+    assert [s.transcript for s in kept] == ["THE CAT"]
+    assert mc.split_sentences("And God said, Let there be light: and there was light.  Amen") == [
+        "And God said, Let there be light:", "and there was light.", "Amen"]
+    assert mc.text_for_synthesis('-- "Go home," he said') == "Go home, he said"
+
+
+def test_read_fortunes_drops_attributions_and_excluded_files(tmp_path):
+    (tmp_path / "wisdom").write_text("Be kind.\n\t\t-- Someone Famous\n%\nLook twice,\nthen leap.\n")
+    (tmp_path / "wisdom.dat").write_bytes(b"\0\1")
+    (tmp_path / "ethnic").write_text("Not used.\n")
+    assert list(mc.read_fortunes(str(tmp_path))) == ["Be kind.", "Look twice, then leap."]
+
+
+def test_festival_script_quotes_text(tmp_path):
+    voice = mc.Voice("cmu-kal", "festival", "kal_diphone", "cmu")
+    utterance = mc.Utterance("train", "x.flac", 'say "hi" \\ now', "SAY HI NOW", "t", voice, 1.25, 1.0)
+    script = mc.festival_script([utterance], [tmp_path / "0.wav"])
+    assert "(voice_kal_diphone)" in script and "Duration_Stretch 0.8000" in script
+    assert '(SynthText "say \\"hi\\" \\\\ now")' in script
+
+
+# ------------------------------------------------------------------------------------------- missing synthesisers
+
+
+def test_missing_synthesizer_names_the_package(monkeypatch, capsys):
+    monkeypatch.setattr(mc.shutil, "which", lambda name: None)
+    with pytest.raises(mc.SynthesizerNotFound, match="espeak-ng not found: apt-get install espeak-ng"):
+        mc.available_voices(["espeak-ng"])
+    assert mc.main(["--output_dir", "unused", "--engines", "flite"]) == 2
+    assert "flite not found: apt-get install flite" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_some_synthesizers_missing_uses_the_rest(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(mc.shutil, "which", lambda name: None if name in ("flite", "festival") else real_which(name))
+    voices, notes = mc.available_voices()
+    assert voices and {v.engine for v in voices} == {"espeak-ng"}
+    assert "flite not found: apt-get install flite" in notes
+    assert "festival not found: apt-get install festival" in notes
+
+
+# --------------------------------------------------------------------------------------------------- synthesis
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    output_dir = tmp_path_factory.mktemp("corpus")
+    result = mc.make_corpus(output_dir, hours=None, max_utterances=10, voices=ESPEAK_US_GB, sentences=SENTENCES,
+                            seed=1, progress=False, log=lambda line: None)
+    return output_dir, result
+
+
+def test_corpus_layout_and_audio(corpus):
+    output_dir, result = corpus
+    assert result["synthesis"]["failed"] == [] and result["synthesis"]["written"] == 10
+    rows = _rows(output_dir)
+    assert set(rows) == set(mc.SPLITS)
+    assert sum(len(r) for r in rows.values()) == 10
+    for split in mc.SPLITS:
+        with open(output_dir / split / "metadata.csv", newline="") as file:
+            assert tuple(next(csv.reader(file))) == mc.METADATA_COLUMNS
+        for row in rows[split]:
+            info = soundfile.info(str(output_dir / split / row["file_name"]))
+            assert (info.format, info.samplerate, info.channels) == ("FLAC", 16000, 1)
+            assert float(row["duration"]) == pytest.approx(info.duration, abs=1e-3) and info.duration > 0.3
+            assert row["engine"] == "espeak-ng" and row["speaker"] == f"espeak-ng:{row['voice']}"
+            assert set(row["transcription"]) <= set(ALPHABET)
+    speakers = {split: {row["speaker"] for row in rows[split]} for split in mc.SPLITS}
+    assert not speakers["train"] & (speakers["validation"] | speakers["test"])
+    assert not speakers["validation"] & speakers["test"]
+    assert not list(output_dir.rglob("*.partial"))
+
+
+def test_rerun_resumes(corpus):
+    output_dir, result = corpus
+    first = result["plan"][0]
+    removed = output_dir / first.split / first.file_name
+    others = {u.file_name: (output_dir / u.split / u.file_name).stat().st_mtime_ns for u in result["plan"][1:]}
+    removed.unlink()
+    mc.write_metadata(result["plan"], output_dir)  # metadata lists the planned files that exist
+    assert len(_rows(output_dir)[first.split]) == sum(u.split == first.split for u in result["plan"]) - 1
+
+    again = mc.make_corpus(output_dir, hours=None, max_utterances=10, voices=ESPEAK_US_GB, sentences=SENTENCES,
+                           seed=1, progress=False, log=lambda line: None)
+    assert again["plan"] == result["plan"]
+    assert (again["synthesis"]["written"], again["synthesis"]["skipped"]) == (1, 9)
+    assert removed.exists()
+    assert {u.file_name: (output_dir / u.split / u.file_name).stat().st_mtime_ns for u in result["plan"][1:]} == others
+    assert sum(len(r) for r in _rows(output_dir).values()) == 10
+
+
+@pytest.mark.skipif(shutil.which("festival") is None or shutil.which("flite") is None,
+                    reason="festival and flite are not installed")
+def test_cmu_voices_in_batches(tmp_path):
+    voices, _ = mc.available_voices(["flite", "festival"])
+    if len({v.speaker for v in voices}) < 3:
+        pytest.skip("festival voice packages are not installed")
+    result = mc.make_corpus(tmp_path, hours=None, max_utterances=8, engines=["flite", "festival"],
+                            sentences=SENTENCES, seed=0, progress=False, log=lambda line: None)
+    assert result["synthesis"]["failed"] == []
+    rows = [row for split_rows in _rows(tmp_path).values() for row in split_rows]
+    assert len(rows) == 8 and all(float(row["duration"]) > 0.3 for row in rows)
+
+
+# -------------------------------------------------------------------------------------------------- bundled demo
+
+
+def test_bundled_demo_corpus_is_valid():
+    rows = _rows(DEMO_DIR)
+    assert set(rows) == set(mc.SPLITS), "data/demo lacks a split: regenerate with python training/make_corpus.py --demo"
+    for split, split_rows in rows.items():
+        assert split_rows, split
+        assert tuple(split_rows[0]) == mc.METADATA_COLUMNS
+        for row in split_rows:
+            path = DEMO_DIR / split / row["file_name"]
+            assert path.is_file(), path
+            assert row["transcription"] and set(row["transcription"]) <= set(ALPHABET)
+    speakers = {split: {row["speaker"] for row in split_rows} for split, split_rows in rows.items()}
+    texts = {split: {row["transcription"] for row in split_rows} for split, split_rows in rows.items()}
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert not speakers[a] & speakers[b], f"{a} and {b} share speakers"
+        assert not texts[a] & texts[b], f"{a} and {b} share sentences"
+    assert len(rows["train"]) > 4 * len(rows["test"])
+    sample = rows["test"][0]
+    info = soundfile.info(str(DEMO_DIR / "test" / sample["file_name"]))
+    assert (info.samplerate, info.channels) == (16000, 1)
+
+    files = [path for path in DEMO_DIR.rglob("*") if path.is_file()]
+    assert sum(path.stat().st_size for path in files) <= 10 * 1024 * 1024
+    assert sum(os.stat(path).st_blocks * 512 for path in files) <= 10 * 1024 * 1024  # what du counts
+    listed = {DEMO_DIR / split / row["file_name"] for split, split_rows in rows.items() for row in split_rows}
+    assert {path for path in files if path.suffix == ".flac"} == listed, "unlisted audio files in data/demo"
