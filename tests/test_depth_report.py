@@ -1,0 +1,90 @@
+"""The per-depth report: JSON, Markdown and plots, from the package API and from training/evaluate_depths.py."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import padded_batch, tiny_model
+from hf_prunable_ctc.depth_report import build_depth_report, measure_rtf, svcca_of_layers, write_depth_report
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.vocabulary import make_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+
+import evaluate_depths  # noqa: E402  (training/evaluate_depths.py)
+
+
+def labelled_batches(vocab_size, count=2):
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for b in range(count):
+        features, mask = padded_batch([120, 90, 70], seed=b)
+        labels = torch.randint(3, vocab_size, (3, 5), generator=generator)
+        batches.append({"input_features": features, "attention_mask": mask, "labels": labels})
+    return batches
+
+
+def test_report_has_every_strategy_and_depth_and_writes_files(tmp_path):
+    tokenizer = make_tokenizer()
+    model = tiny_model(vocab_size=len(tokenizer))
+    batches = labelled_batches(len(tokenizer))
+    schedules = {name: model.pruning_schedule(name) for name in ("top", "uniform")}
+    report = build_depth_report(model, batches, tokenizer, schedules, dataset="toy", split="test",
+                                rtf_utterances=4, batched_size=2, repeats=2)
+    records = report["records"]
+    assert [(r["strategy"], r["depth"]) for r in records] == [(s, d) for s in ("top", "uniform") for d in range(1, 5)]
+    assert all(r["rtf_batch1"] > 0 and r["rtf_batch2"] > 0 for r in records)
+    assert all(0 <= r["wer"] and 0 <= r["cer"] for r in records)
+    # Depth 4 keeps every layer under both strategies: same numbers.
+    full = [r for r in records if r["depth"] == 4]
+    assert full[0]["wer"] == full[1]["wer"] and full[0]["layers"] == full[1]["layers"] == [1, 2, 3, 4]
+    assert records[0]["parameters"] < records[3]["parameters"]
+
+    paths = write_depth_report(report, svcca_of_layers(model, batches), str(tmp_path))
+    names = {Path(p).name for p in paths}
+    assert names == {"depth_report.json", "depth_report.md", "wer_vs_depth.png", "rtf_vs_depth.png",
+                     "svcca_heatmap.png"}
+    for png in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "depth_report.json").read_text())
+    assert len(saved["svcca_matrix"]) == 5 and saved["svcca_matrix"][0][0] == 1.0
+    markdown = (tmp_path / "depth_report.md").read_text()
+    assert "**uniform**" in markdown and "| 2 | 2,4 |" in markdown
+
+
+def test_rtf_falls_with_depth():
+    model = tiny_model(num_hidden_layers=8, hidden_size=64, intermediate_size=256)
+    utterances = [torch.randn(400, 16) for _ in range(4)]
+    shallow = measure_rtf(model, utterances, [1], repeats=3)
+    deep = measure_rtf(model, utterances, list(range(1, 9)), repeats=3)
+    assert 0 < shallow < deep
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    tokenizer = make_tokenizer()
+    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer), num_hidden_layers=3, interctc_layers=[1, 2],
+                       interctc_weight=0.5)
+    model.save_pretrained(path)
+    save_processor(make_feature_extractor(), tokenizer, path)
+    return path
+
+
+def test_evaluate_depths_script_on_the_demo_corpus(saved_model, tmp_path, capsys):
+    out = tmp_path / "report"
+    evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                          "--split", "test", "--search_split", "validation", "--max_eval_samples", "6",
+                          "--max_search_samples", "6", "--strategies", "top,greedy,svcca", "--repeats", "2",
+                          "--rtf_utterances", "3", "--output_dir", str(out), "--store_schedule", "greedy"])
+    report = json.loads((out / "depth_report.json").read_text())
+    assert {r["strategy"] for r in report["records"]} == {"top", "greedy", "svcca"}
+    assert report["utterances"] == 6 and report["split"] == "test"
+    schedules = json.loads((out / "pruning_schedules.json").read_text())
+    stored = json.loads((saved_model / "config.json").read_text())["pruning_schedule"]
+    assert stored == schedules["greedy"]
+    assert "| depth |" in capsys.readouterr().out

@@ -1,0 +1,109 @@
+"""Model cards with per-depth results, and the dry-run publish folder."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from huggingface_hub import ModelCard
+
+from conftest import tiny_model
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.model_card import build_model_card
+from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.vocabulary import make_tokenizer
+
+CARD = dict(model_name="prunable-ctc-toy", dataset_name="Toy synthetic speech", dataset_type="toy-synthetic",
+            training_command="python training/train.py toy.json", summary="A toy.",
+            limitations="Random weights.")
+
+
+@pytest.fixture
+def measured_model(tmp_path):
+    """A saved model with its processor and a depth report as training/evaluate_depths.py writes it."""
+    tokenizer = make_tokenizer()
+    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer), interctc_layers=[1, 2, 3], interctc_weight=0.5)
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    save_processor(make_feature_extractor(), tokenizer, path)
+    records = [{"strategy": s, "depth": d, "layers": layers, "wer": 10.0 * (5 - d) + (s == "uniform"),
+                "cer": 4.0 * (5 - d), "parameters": model.count_parameters(layers=layers),
+                "rtf_batch1": 0.001 * d, "rtf_batch8": 0.0005 * d}
+               for s in ("top", "uniform") for d, layers in model.pruning_schedule(s).items()]
+    (path / "depth_report.json").write_text(json.dumps({
+        "dataset": "toy", "split": "test", "utterances": 10, "hardware": "CPU (test)",
+        "rtf": {"definition": "x", "utterances": 3, "batched_size": 8}, "records": records}))
+    return path
+
+
+def test_card_has_one_wer_and_cer_per_depth_and_round_trips(measured_model, tmp_path):
+    card = build_model_card(str(measured_model), **CARD)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    results = loaded.data.eval_results
+    by_metric = {(r.metric_type, r.metric_config): r.metric_value for r in results}
+    assert len(results) == 8
+    for depth in range(1, 5):
+        assert by_metric[("wer", f"depth-{depth}")] == 10.0 * (5 - depth)  # the "top" schedule, not "uniform"
+        assert by_metric[("cer", f"depth-{depth}")] == 4.0 * (5 - depth)
+    assert {r.dataset_split for r in results} == {"test"}
+    assert loaded.data.pipeline_tag == "automatic-speech-recognition" and loaded.data.library_name == "transformers"
+    assert "layer-pruning" in loaded.data.tags
+    text = loaded.text
+    assert "| 2 | 1,2 | 30.0 | 12.0 |" in text  # the per-depth table
+    assert "trust_remote_code=True" in text and "prune_to" in text and "Lee, Jaesong" in text
+
+
+def test_card_follows_the_stored_schedule(measured_model):
+    config_path = measured_model / "config.json"
+    config = json.loads(config_path.read_text())
+    config["pruning_schedule"] = {"2": [2, 4]}
+    config_path.write_text(json.dumps(config))
+    card = build_model_card(str(measured_model), **CARD)
+    wer = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "wer"}
+    assert wer["depth-2"] == 31.0  # uniform's depth-2 row (layers 2, 4)
+    assert wer["depth-1"] == 40.0  # depths without a stored entry fall back to top
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="evaluate_depths"):
+        build_model_card(str(tmp_path), **CARD)
+
+
+def test_dry_run_publish_writes_a_loadable_folder(measured_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "repo"
+    result = publish(str(measured_model), str(out), "someone/prunable-ctc-toy", CARD)
+    assert not result["uploaded"]
+    assert {"README.md", "model.safetensors", "config.json", "modeling_prunable_ctc.py", "vocab.json",
+            "preprocessor_config.json", "depth_report.json"} <= set(result["files"])
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        from transformers import AutoModelForCTC, pipeline
+        model = AutoModelForCTC.from_pretrained({str(out)!r}, trust_remote_code=True)
+        assert "hf_prunable_ctc" not in sys.modules
+        asr = pipeline("automatic-speech-recognition", model={str(out)!r}, trust_remote_code=True)
+        text = asr(np.zeros(16000, dtype=np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000))
+        assert isinstance(text["text"], str)
+        print("OK", type(model).__name__)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "OK PrunableCTCForCTC" in run.stdout
+
+
+def test_pruned_variant_has_its_own_smaller_card(measured_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    full = publish(str(measured_model), str(tmp_path / "full"), "someone/toy", CARD)
+    pruned = publish(str(measured_model), str(tmp_path / "d2"), "someone/toy-2-layers", CARD, depth=2)
+    assert pruned["files"]["model.safetensors"] < full["files"]["model.safetensors"]
+    card = ModelCard.load(tmp_path / "d2" / "README.md")
+    depths = sorted({r.metric_args["num_layers"] for r in card.data.eval_results})
+    assert depths == [1, 2]
+    assert json.loads((tmp_path / "d2" / "config.json").read_text())["num_hidden_layers"] == 2
