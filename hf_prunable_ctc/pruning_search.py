@@ -71,20 +71,12 @@ def greedy_schedule(model, batches: Iterable[Batch] = None, max_utterances: Opti
     if criterion == "wer" and tokenizer is None:
         raise ValueError("criterion='wer' needs a tokenizer")
     dev = take_utterances(batches, max_utterances)
-    was_training = model.training
-    model.eval()
-    current = list(range(1, model.config.num_hidden_layers + 1))
-    schedule = {len(current): list(current)}
-    while len(current) > 1:
-        scores = {layer: subnetwork_score(model, dev, [i for i in current if i != layer], criterion, tokenizer)
-                  for layer in current}
-        removed = min(scores, key=scores.get)
-        current.remove(removed)
-        schedule[len(current)] = list(current)
-        if progress:
-            print(f"greedy: removed layer {removed} (dev {criterion} {scores[removed]:.4f}), kept {current}")
-    model.train(was_training)
-    return schedule
+
+    def removal_costs(current):
+        return {layer: subnetwork_score(model, dev, [i for i in current if i != layer], criterion, tokenizer)
+                for layer in current}
+
+    return remove_layers_one_at_a_time(model, removal_costs, f"greedy (dev {criterion})", progress)
 
 
 @register_pruning_strategy("svcca")
@@ -98,20 +90,31 @@ def svcca_schedule(model, batches: Iterable[Batch] = None, max_utterances: Optio
     if batches is None:
         raise ValueError("the svcca strategy needs dev data: prune_to(k, strategy='svcca', batches=loader)")
     dev = take_utterances(batches, max_utterances)
+
+    def removal_costs(current):
+        outputs = collect_layer_outputs(SubNetwork(model, current), dev, max_frames=max_frames)
+        return {layer: 1.0 - svcca_similarity(outputs[position], outputs[position + 1])
+                for position, layer in enumerate(current)}
+
+    return remove_layers_one_at_a_time(model, removal_costs, "svcca (1 - similarity to input)", progress)
+
+
+def remove_layers_one_at_a_time(model, removal_costs, name: str, progress: bool = False) -> PruningSchedule:
+    """From the full model, repeatedly drop the layer with the lowest cost; record what is left at every depth.
+
+    `removal_costs(current_layers) -> {layer: cost}` is measured again after every removal.
+    """
     was_training = model.training
     model.eval()
     current = list(range(1, model.config.num_hidden_layers + 1))
     schedule = {len(current): list(current)}
     while len(current) > 1:
-        outputs = collect_layer_outputs(SubNetwork(model, current), dev, max_frames=max_frames)
-        similarity = {layer: svcca_similarity(outputs[position], outputs[position + 1])
-                      for position, layer in enumerate(current)}
-        removed = max(similarity, key=similarity.get)
+        costs = removal_costs(current)
+        removed = min(costs, key=costs.get)
         current.remove(removed)
         schedule[len(current)] = list(current)
         if progress:
-            print(f"svcca: removed layer {removed} (similarity to its input {similarity[removed]:.3f}), "
-                  f"kept {current}")
+            print(f"{name}: removed layer {removed} (cost {costs[removed]:.4f}), kept {current}")
     model.train(was_training)
     return schedule
 
