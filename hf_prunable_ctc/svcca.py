@@ -16,14 +16,21 @@ import numpy as np
 import torch
 
 
-def _as_matrix(x, name: str) -> np.ndarray:
-    """`x` as a float64 (frames, features) array, or a ValueError saying what is wrong with it."""
-    x = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+# The linear algebra runs in torch (float64, CPU) rather than numpy: numpy's multithreaded OpenBLAS can be 100x
+# slower on a tall (frames, features) SVD when the cores are shared, torch's LAPACK path is not.
+
+
+def _as_matrix(x, name: str) -> torch.Tensor:
+    """`x` as a float64 CPU (frames, features) tensor, or a ValueError saying what is wrong with it."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float64))
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (frames, features), got shape {x.shape}")
     if x.shape[0] < 2 or x.shape[1] < 1:
         raise ValueError(f"{name} needs at least 2 frames and 1 feature, got shape {x.shape}")
-    if not np.isfinite(x).all():
+    if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     return x
 
@@ -35,21 +42,21 @@ def _check_arguments(variance_threshold: float, epsilon: float) -> None:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
 
 
-def _reduced_basis(x: np.ndarray, variance_threshold: float, epsilon: float, name: str) -> np.ndarray:
+def _reduced_basis(x: torch.Tensor, variance_threshold: float, epsilon: float, name: str) -> torch.Tensor:
     """Orthonormal (frames, k) basis of the centred `x` spanned by its top k singular directions, the fewest
     holding `variance_threshold` of the variance, and never a direction with a singular value under `epsilon`
     times the largest (numerically zero: the layer maps into a subspace)."""
-    centred = x - x.mean(axis=0, keepdims=True)
+    centred = x - x.mean(dim=0, keepdim=True)
     # A representation constant over frames has no directions to correlate: SVCCA is undefined, not 0 or 1.
-    if np.abs(centred).max() <= epsilon * np.abs(x).max():
+    if centred.abs().max() <= epsilon * x.abs().max():
         raise ValueError(f"{name} is constant over frames: SVCCA is undefined for it")
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
     variance = s**2
-    explained = np.cumsum(variance) / variance.sum()
-    keep = int(np.searchsorted(explained, variance_threshold)) + 1
+    explained = torch.cumsum(variance, 0) / variance.sum()
+    keep = int((explained < variance_threshold).sum()) + 1  # the fewest leading directions reaching the threshold
     rank = int((s > epsilon * s[0]).sum())
     # A copy, so that the full (frames, features) U is freed once only k columns are needed.
-    return np.ascontiguousarray(u[:, : min(keep, rank)])
+    return u[:, : min(keep, rank)].clone()
 
 
 def _check_frames(num_frames: int, reduced_dims: Sequence[int]) -> None:
@@ -64,10 +71,10 @@ def _check_frames(num_frames: int, reduced_dims: Sequence[int]) -> None:
             f"frames (utterances), ideally many times more")
 
 
-def _similarity_of_bases(qx: np.ndarray, qy: np.ndarray) -> float:
+def _similarity_of_bases(qx: torch.Tensor, qy: torch.Tensor) -> float:
     # Only min(kx, ky) canonical correlations exist; rounding can push them a hair above 1.
-    correlations = np.linalg.svd(qx.T @ qy, compute_uv=False)
-    return float(np.clip(correlations, 0.0, 1.0).mean())
+    correlations = torch.linalg.svdvals(qx.T @ qy)
+    return float(correlations.clamp(0.0, 1.0).mean())
 
 
 def svcca_similarity(x, y, variance_threshold: float = 0.99, epsilon: float = 1e-6) -> float:
@@ -121,8 +128,9 @@ def svcca_matrix(representations: Sequence, variance_threshold: float = 0.99, ep
     if len(frames) != 1:
         raise ValueError(f"representations must hold the same frames, got frame counts {frames}")
     bases = [_reduced_basis(m, variance_threshold, epsilon, f"representation {i}") for i, m in enumerate(matrices)]
-    _check_frames(frames[0], [b.shape[1] for b in bases] * (2 if len(bases) == 1 else 1))
     n = len(bases)
+    if n > 1:
+        _check_frames(frames[0], [b.shape[1] for b in bases])
     matrix = np.eye(n)
     for i in range(n):
         for j in range(i + 1, n):

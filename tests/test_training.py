@@ -54,7 +54,8 @@ def test_two_step_training_writes_per_depth_metrics(tmp_path):
 def test_resume_from_checkpoint_continues_the_step_count(tmp_path):
     out = tmp_path / "run"
     train.main(train_args(tmp_path, out, "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1"))
-    assert (out / "checkpoint-2").is_dir()
+    # A checkpoint is a complete model folder: weights, tokenizer and feature extractor.
+    assert {"model.safetensors", "vocab.json", "processor_config.json"} <= set(os.listdir(out / "checkpoint-2"))
     trainer = train.main(train_args(tmp_path, out, "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
                                     "--resume_from_checkpoint", str(out / "checkpoint-2")))
     assert trainer.state.global_step == 4

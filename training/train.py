@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
@@ -146,6 +146,7 @@ def main(argv=None):
     if train_report.kept == 0:
         raise ValueError("no training utterance survived preparation: " + train_report.summary("train"))
 
+    processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     if training_args.should_save:
         os.makedirs(training_args.output_dir, exist_ok=True)
         save_processor(feature_extractor, tokenizer, training_args.output_dir)
@@ -156,7 +157,7 @@ def main(argv=None):
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorCTCWithPadding(feature_extractor=feature_extractor, tokenizer=tokenizer),
-        processing_class=feature_extractor,
+        processing_class=processor,  # checkpoints then hold the tokenizer and features too
         tokenizer=tokenizer,
         eval_depths=data_args.eval_depths,
     )
