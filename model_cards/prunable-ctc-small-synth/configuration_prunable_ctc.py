@@ -1,0 +1,216 @@
+"""Configuration of a prunable CTC encoder (intermediate CTC + stochastic depth).
+
+This file is copied next to the weights by `save_pretrained` (remote code): it may import only
+`transformers` and the standard library.
+"""
+
+from transformers import PretrainedConfig
+
+ENCODER_TYPES = ("transformer", "conformer")
+SUBSAMPLING_TYPES = ("conv1d", "conv2d")
+STOCHASTIC_DEPTH_SCHEDULES = ("linear", "uniform")
+CTC_LOSS_REDUCTIONS = ("mean", "sum")
+
+
+class PrunableCTCConfig(PretrainedConfig):
+    r"""
+    Configuration of [`PrunableCTCModel`] / [`PrunableCTCForCTC`]: a CTC speech encoder whose depth can be cut at
+    run time without fine-tuning (Lee, Kang & Watanabe, "Layer Pruning on Demand with Intermediate CTC", 2021).
+
+    Layer indices are 1-based everywhere ("layer 1" is the first encoder layer) and refer to the layers the model
+    holds now; `kept_layers` records which layers of the originally trained model those are.
+
+    Args:
+        vocab_size (`int`, defaults to 32): number of CTC output tokens, the blank included.
+        pad_token_id (`int`, defaults to 0): id of the padding token, which is also the CTC blank.
+        num_mel_bins (`int`, defaults to 80): size of each input feature frame (log-mel bins).
+        hidden_size (`int`, defaults to 144): width of the encoder.
+        num_hidden_layers (`int`, defaults to 8): number of encoder layers the model holds.
+        num_attention_heads (`int`, defaults to 4): attention heads per layer; must divide `hidden_size`.
+        intermediate_size (`int`, defaults to 576): inner size of the feed-forward blocks.
+        encoder_type (`str`, defaults to `"conformer"`): `"transformer"` (pre-LayerNorm, the paper's model) or
+            `"conformer"` (macaron feed-forward, self-attention, depthwise convolution).
+        conv_kernel_size (`int`, defaults to 15): depthwise convolution kernel of conformer layers (odd).
+        subsampling_type (`str`, defaults to `"conv1d"`): `"conv1d"` (stride-2 1-D convolutions over time with the
+            mel bins as channels, cheap on CPU) or `"conv2d"` (ESPnet-style 2-D convolutions over time and
+            frequency, about 25x slower at small model sizes on CPU).
+        subsampling_factor (`int`, defaults to 4): time reduction of the front end: 2, 4 or 8.
+        subsampling_conv_channels (`int`, defaults to 256): channels of the front-end convolutions.
+        hop_length (`int`, defaults to 160): audio samples per input feature frame (10 ms at 16 kHz).
+        inputs_to_logits_ratio (`int`, *optional*): audio samples per output frame, `hop_length *
+            subsampling_factor` when not given. The ASR pipeline needs it for chunking and timestamps.
+        hidden_dropout (`float`, defaults to 0.1): dropout on residual branches and after the front end.
+        attention_dropout (`float`, defaults to 0.1): dropout on attention probabilities.
+        activation_dropout (`float`, defaults to 0.1): dropout inside the feed-forward blocks.
+        rope_theta (`float`, defaults to 10000.0): base of the rotary position embedding used in every attention
+            layer. Rotary (relative) positions are applied inside each layer, so any subset of layers sees
+            positions.
+        interctc_layers (`list[int]`, defaults to `[]`): layers whose outputs also get a CTC loss through the
+            shared final LayerNorm and CTC head. Must lie in `[1, num_hidden_layers - 1]`.
+        interctc_weight (`float`, defaults to 0.0): lambda in `(1 - lambda) * CTC(final) + lambda * mean_k
+            CTC(layer k)`; in `[0, 1)`.
+        self_conditioning (`bool`, defaults to `False`): add a projection of each intermediate posterior back to
+            the hidden state (Nozaki & Komatsu 2021).
+        stochastic_depth_rate (`float`, defaults to 0.0): p_max, the largest probability of skipping a layer in
+            training; in `[0, 1]`.
+        stochastic_depth_schedule (`str`, defaults to `"linear"`): `"linear"` (p_l = p_max * l / L) or `"uniform"`
+            (p_l = p_max).
+        ctc_loss_reduction (`str`, defaults to `"mean"`): `"mean"` (each utterance's loss divided by its target
+            length, then averaged, as `torch.nn.functional.ctc_loss`) or `"sum"`.
+        ctc_zero_infinity (`bool`, defaults to `True`): zero the loss (and gradient) of utterances whose labels
+            do not fit in their frames instead of returning inf.
+        kept_layers (`list[int]`, *optional*): for each layer the model holds, its index in the originally
+            trained model; `[1..num_hidden_layers]` when not given. Pruning updates it.
+        pruning_schedule (`dict[str, list[int]]`, *optional*): for each depth k (as a string key), the layers to
+            keep; used by `prune_to(k)` when no strategy is named.
+        spec_augment_freq_masks (`int`, defaults to 0): SpecAugment in training: frequency masks per utterance.
+        spec_augment_freq_width (`int`, defaults to 15): largest width of a frequency mask, in mel bins.
+        spec_augment_time_masks_per_second (`float`, defaults to 0.0): time masks per second of audio (100 frames).
+        spec_augment_time_width (`int`, defaults to 40): largest width of a time mask, in frames (10 ms each).
+        initializer_range (`float`, defaults to 0.02): std of the normal initialisation of linear layers.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+    """
+
+    model_type = "prunable-ctc"
+
+    def __init__(
+        self,
+        vocab_size=32,
+        pad_token_id=0,
+        num_mel_bins=80,
+        hidden_size=144,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        intermediate_size=576,
+        encoder_type="conformer",
+        conv_kernel_size=15,
+        subsampling_type="conv1d",
+        subsampling_factor=4,
+        subsampling_conv_channels=256,
+        hop_length=160,
+        inputs_to_logits_ratio=None,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        rope_theta=10000.0,
+        interctc_layers=None,
+        interctc_weight=0.0,
+        self_conditioning=False,
+        stochastic_depth_rate=0.0,
+        stochastic_depth_schedule="linear",
+        ctc_loss_reduction="mean",
+        ctc_zero_infinity=True,
+        kept_layers=None,
+        pruning_schedule=None,
+        spec_augment_freq_masks=0,
+        spec_augment_freq_width=15,
+        spec_augment_time_masks_per_second=0.0,
+        spec_augment_time_width=40,
+        initializer_range=0.02,
+        layer_norm_eps=1e-5,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.num_mel_bins = num_mel_bins
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.encoder_type = encoder_type
+        self.conv_kernel_size = conv_kernel_size
+        self.subsampling_type = subsampling_type
+        self.subsampling_factor = subsampling_factor
+        self.subsampling_conv_channels = subsampling_conv_channels
+        self.hop_length = hop_length
+        self.inputs_to_logits_ratio = (
+            inputs_to_logits_ratio if inputs_to_logits_ratio is not None else hop_length * subsampling_factor
+        )
+        self.hidden_dropout = hidden_dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.rope_theta = rope_theta
+        self.interctc_layers = sorted(int(i) for i in (interctc_layers or []))
+        self.interctc_weight = interctc_weight
+        self.self_conditioning = self_conditioning
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.stochastic_depth_schedule = stochastic_depth_schedule
+        self.ctc_loss_reduction = ctc_loss_reduction
+        self.ctc_zero_infinity = ctc_zero_infinity
+        self.kept_layers = [int(i) for i in kept_layers] if kept_layers is not None else None
+        if self.kept_layers is None:
+            self.kept_layers = list(range(1, num_hidden_layers + 1))
+        self.pruning_schedule = (
+            {str(k): [int(i) for i in v] for k, v in pruning_schedule.items()} if pruning_schedule else None
+        )
+        self.spec_augment_freq_masks = spec_augment_freq_masks
+        self.spec_augment_freq_width = spec_augment_freq_width
+        self.spec_augment_time_masks_per_second = spec_augment_time_masks_per_second
+        self.spec_augment_time_width = spec_augment_time_width
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.check_values()
+
+    def check_values(self):
+        """Raise `ValueError` naming the field for any inconsistent setting."""
+
+        def fail(field, message):
+            raise ValueError(f"PrunableCTCConfig.{field}: {message} (got {getattr(self, field)!r})")
+
+        for field in ("vocab_size", "num_mel_bins", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "intermediate_size", "subsampling_conv_channels", "hop_length", "inputs_to_logits_ratio"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(field, "must be a positive integer")
+        for field in ("spec_augment_freq_masks", "spec_augment_freq_width", "spec_augment_time_width"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(field, "must be a non-negative integer")
+        if self.spec_augment_time_masks_per_second < 0:
+            fail("spec_augment_time_masks_per_second", "must be >= 0")
+        if self.hidden_size % self.num_attention_heads:
+            fail("num_attention_heads", f"must divide hidden_size={self.hidden_size}")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            fail("num_attention_heads", "hidden_size / num_attention_heads must be even for rotary positions")
+        if self.encoder_type not in ENCODER_TYPES:
+            fail("encoder_type", f"must be one of {ENCODER_TYPES}")
+        if self.subsampling_type not in SUBSAMPLING_TYPES:
+            fail("subsampling_type", f"must be one of {SUBSAMPLING_TYPES}")
+        if self.subsampling_factor not in (2, 4, 8):
+            fail("subsampling_factor", "must be 2, 4 or 8")
+        if not isinstance(self.conv_kernel_size, int) or self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
+            fail("conv_kernel_size", "must be a positive odd integer")
+        if self.pad_token_id is None or not 0 <= self.pad_token_id < self.vocab_size:
+            fail("pad_token_id", f"must be a token id in [0, {self.vocab_size}) (it is the CTC blank)")
+        for field in ("hidden_dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                fail(field, "must be in [0, 1)")
+        if not 0.0 <= self.interctc_weight < 1.0:
+            fail("interctc_weight", "must be in [0, 1)")
+        bad = [i for i in self.interctc_layers if not 1 <= i < self.num_hidden_layers]
+        if bad:
+            fail("interctc_layers", f"indices {bad} are outside [1, {self.num_hidden_layers - 1}] "
+                                    "(the last layer already has the final CTC loss)")
+        if len(set(self.interctc_layers)) != len(self.interctc_layers):
+            fail("interctc_layers", "has duplicates")
+        if self.interctc_weight > 0 and not self.interctc_layers:
+            fail("interctc_weight", "is > 0 but interctc_layers is empty")
+        if self.self_conditioning and not self.interctc_layers:
+            fail("self_conditioning", "needs interctc_layers to condition on")
+        if not 0.0 <= self.stochastic_depth_rate <= 1.0:
+            fail("stochastic_depth_rate", "must be in [0, 1]")
+        if self.stochastic_depth_schedule not in STOCHASTIC_DEPTH_SCHEDULES:
+            fail("stochastic_depth_schedule", f"must be one of {STOCHASTIC_DEPTH_SCHEDULES}")
+        if self.ctc_loss_reduction not in CTC_LOSS_REDUCTIONS:
+            fail("ctc_loss_reduction", f"must be one of {CTC_LOSS_REDUCTIONS}")
+        if len(self.kept_layers) != self.num_hidden_layers:
+            fail("kept_layers", f"must list one original index per layer ({self.num_hidden_layers})")
+        if self.pruning_schedule:
+            for depth, layers in self.pruning_schedule.items():
+                if not depth.isdigit() or int(depth) != len(layers) or len(set(layers)) != len(layers):
+                    fail("pruning_schedule", f"entry {depth!r} must list {depth} distinct layers")
+                if any(not 1 <= i <= self.num_hidden_layers for i in layers):
+                    fail("pruning_schedule", f"entry {depth!r} names layers outside [1, {self.num_hidden_layers}]")
+
+
+PrunableCTCConfig.register_for_auto_class("AutoConfig")

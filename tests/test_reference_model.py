@@ -1,0 +1,58 @@
+"""The published reference model in model_cards/ does what its card says, on voices it never heard."""
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, pipeline
+
+from hf_prunable_ctc import PrunableCTCForCTC
+from hf_prunable_ctc.audio import load_audio
+from hf_prunable_ctc.depth_evaluation import subnetwork_error_rates
+from hf_prunable_ctc.metrics import character_error_rate
+from hf_prunable_ctc.speech_data import collated_batches, load_prepared_split
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"
+SUBSET = ROOT / "data" / "reference_test_subset"
+# 80 of the card's 1,151 test utterances: sampling error alone moves WER by several points.
+TOLERANCE_POINTS = 10.0
+
+
+@pytest.fixture(scope="module")
+def measured():
+    model = PrunableCTCForCTC.from_pretrained(MODEL).eval()
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    extractor = AutoFeatureExtractor.from_pretrained(MODEL)
+    dataset, report = load_prepared_split("audiofolder", "test", extractor, tokenizer, data_dir=str(SUBSET))
+    assert report.kept == 80
+    return model, tokenizer, collated_batches(dataset, extractor, tokenizer, batch_size=16)
+
+
+def card_results(metric):
+    card = ModelCard.load(MODEL / "README.md")
+    return {r.metric_args["num_layers"]: r.metric_value for r in card.data.eval_results if r.metric_type == metric}
+
+
+def test_card_lists_every_evaluated_depth():
+    assert sorted(card_results("wer")) == [2, 4, 6, 8]
+    assert sorted(card_results("cer")) == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("depth", [2, 4, 8])
+def test_wer_on_unseen_voices_matches_the_card(measured, depth):
+    model, tokenizer, batches = measured
+    rates = subnetwork_error_rates(model, batches, tokenizer, model.pruning_schedule()[depth])
+    assert 100 * rates["wer"] == pytest.approx(card_results("wer")[depth], abs=TOLERANCE_POINTS)
+    assert 100 * rates["cer"] == pytest.approx(card_results("cer")[depth], abs=TOLERANCE_POINTS)
+
+
+def test_pipeline_and_auto_model_load_the_folder():
+    import csv
+
+    rows = list(csv.DictReader(open(SUBSET / "test" / "metadata.csv")))[:5]
+    asr = pipeline("automatic-speech-recognition", model=str(MODEL), trust_remote_code=True, device="cpu")
+    predictions = [asr(load_audio(SUBSET / "test" / r["file_name"]))["text"] for r in rows]
+    references = [r["transcription"] for r in rows]
+    assert character_error_rate(references, predictions) < 0.5  # it transcribes, not guesses
+    assert type(AutoModel.from_pretrained(MODEL, trust_remote_code=True)).__name__ == "PrunableCTCModel"
