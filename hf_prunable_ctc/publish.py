@@ -44,22 +44,23 @@ def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth:
     return sorted(os.listdir(output_dir))
 
 
-def can_upload() -> bool:
+def can_upload(token: Optional[str] = None) -> bool:
     from huggingface_hub import get_token
 
-    return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and get_token() is not None
+    return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and (token or get_token()) is not None
 
 
 def publish(model_dir: str, output_dir: str, repo_id: str, card_kwargs: dict, depth: Optional[int] = None,
-            strategy: Optional[str] = None, dry_run: bool = False, private: bool = False) -> dict:
+            strategy: Optional[str] = None, dry_run: bool = False, private: bool = False,
+            token: Optional[str] = None) -> dict:
     """Write the repo folder and upload it to `repo_id`, or describe the upload when dry or offline."""
     files = write_repo_folder(model_dir, output_dir, dict(card_kwargs, repo_id=repo_id), depth, strategy)
     sizes = {name: os.path.getsize(os.path.join(output_dir, name)) for name in files}
-    upload = not dry_run and can_upload()
+    upload = not dry_run and can_upload(token)
     if upload:
         from huggingface_hub import HfApi
 
-        api = HfApi()
+        api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=output_dir,
                           commit_message=f"Upload prunable CTC model{f' pruned to {depth} layers' if depth else ''}")

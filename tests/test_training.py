@@ -51,6 +51,21 @@ def test_two_step_training_writes_per_depth_metrics(tmp_path):
     assert {"model.safetensors", "config.json", "vocab.json", "preprocessor_config.json"} <= set(os.listdir(out))
 
 
+def test_push_to_hub_offline_writes_the_repo_folder_with_a_per_depth_card(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import ModelCard
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    train.main(train_args(tmp_path, out, "--max_steps", "2", "--push_to_hub", "--hub_model_id", "someone/tiny"))
+    repo = out / "hub_repo"
+    assert {"README.md", "model.safetensors", "config.json", "vocab.json", "modeling_prunable_ctc.py",
+            "per_depth_metrics.json"} <= set(os.listdir(repo))
+    card = ModelCard.load(repo / "README.md")
+    assert sorted({r.metric_config for r in card.data.eval_results}) == ["depth-1", "depth-2", "depth-3"]
+    assert "python training/train.py" in card.text and "someone/tiny" in card.text
+    assert "not uploaded" in capsys.readouterr().out
+
+
 def test_resume_from_checkpoint_continues_the_step_count(tmp_path):
     out = tmp_path / "run"
     train.main(train_args(tmp_path, out, "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1"))

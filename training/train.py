@@ -23,6 +23,7 @@ from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
 from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.publish import publish
 from hf_prunable_ctc.speech_data import load_prepared_split, load_split, prepare_split, training_texts
 from hf_prunable_ctc.trainer import PerDepthCTCTrainer
 from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
@@ -72,6 +73,16 @@ class DataArguments:
         default=None, metadata={"help": "Depths to evaluate; default: every intermediate CTC layer and the full."})
 
 
+@dataclass
+class PublishArguments:
+    card_info: Optional[str] = field(
+        default=None, metadata={"help": "With --push_to_hub: JSON of model card fields (training/cards/*.json); "
+                                        "default: a card naming the dataset and this command."})
+    publish_dir: Optional[str] = field(
+        default=None, metadata={"help": "With --push_to_hub: where the repo folder is written before upload; "
+                                        "default: <output_dir>/hub_repo."})
+
+
 def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) -> PrunableCTCForCTC:
     overrides = {k: getattr(model_args, k) for k in ("interctc_layers", "interctc_weight", "self_conditioning",
                                                     "stochastic_depth_rate", "stochastic_depth_schedule")
@@ -94,11 +105,14 @@ def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) 
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, PublishArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        model_args, data_args, training_args, publish_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args, publish_args = parser.parse_args_into_dataclasses(args=argv)
+    # The Trainer's own push would upload its generic card at every save; the run is instead published once,
+    # at the end, with the per-depth model card (the same path as `hf-prunable-ctc publish`).
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     if not (model_args.model_config or model_args.model_name_or_path):
@@ -201,7 +215,30 @@ def main(argv=None):
         if best:
             print("best validation WER per depth during training: "
                   + ", ".join(f"d{d}={100 * w:.1f}%" for d, w in best.items()))
+        if push_to_hub:
+            push_run(training_args, data_args, publish_args, argv)
     return trainer
+
+
+def push_run(training_args: TrainingArguments, data_args: DataArguments, publish_args: PublishArguments,
+             argv: Optional[List[str]]) -> dict:
+    """Publish the trained model with its per-depth card; uploads when a token and the network are there."""
+    output_dir = training_args.output_dir
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
+    if publish_args.card_info:
+        with open(publish_args.card_info) as f:
+            card_kwargs = json.load(f)
+    else:
+        dataset = data_args.dataset_name + (f" ({data_args.data_dir})" if data_args.data_dir else "")
+        card_kwargs = dict(model_name=repo_id.split("/")[-1], dataset_name=dataset,
+                           dataset_type=data_args.dataset_name,
+                           training_command=" ".join(["python", "training/train.py", *(argv or sys.argv[1:])]))
+    result = publish(output_dir, publish_args.publish_dir or os.path.join(output_dir, "hub_repo"), repo_id,
+                     card_kwargs, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+    where = (f"uploaded to https://huggingface.co/{repo_id}" if result["uploaded"]
+             else "not uploaded (offline or no token)")
+    print(f"{where}: repo folder {result['folder']} ({len(result['files'])} files)")
+    return result
 
 
 def best_wer_per_depth(log_history, depths):

@@ -17,3 +17,17 @@ def metric_path(name: str) -> str:
     if name not in METRIC_NAMES:
         raise ValueError(f"no local evaluate module {name!r}; available: {METRIC_NAMES}")
     return str(Path(__file__).with_name(f"{name}.py"))
+
+
+def error_rate_info(unit: str):
+    """`evaluate.MetricInfo` shared by the WER and CER modules: two lists of strings in, one float out."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=f"Corpus-level {unit} error rate: (substitutions + deletions + insertions) / reference {unit}s.",
+        citation="",
+        inputs_description="predictions: list of str; references: list of str (same length). Returns a float.",
+        features=datasets.Features({"predictions": datasets.Value("string", id="sequence"),
+                                    "references": datasets.Value("string", id="sequence")}),
+    )

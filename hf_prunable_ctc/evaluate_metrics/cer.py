@@ -4,25 +4,15 @@ Same interface as the Hub's "cer" (``compute(predictions=[...], references=[...]
 offline by `hf_prunable_ctc.metrics.character_error_rate` (corpus-level, jiwer).
 """
 
-import datasets
 import evaluate
 
+from hf_prunable_ctc.evaluate_metrics import error_rate_info
 from hf_prunable_ctc.metrics import character_error_rate
 
 
 class CER(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description="Corpus-level character error rate (substitutions + deletions + insertions) / reference characters.",
-            citation="",
-            inputs_description="predictions: list of str; references: list of str (same length). Returns a float.",
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string", id="sequence"),
-                    "references": datasets.Value("string", id="sequence"),
-                }
-            ),
-        )
+        return error_rate_info("character")
 
     def _compute(self, predictions=None, references=None):
         return character_error_rate(references, predictions)
