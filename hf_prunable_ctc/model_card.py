@@ -61,7 +61,8 @@ def eval_results(rows: List[dict], dataset_name: str, dataset_type: str, split: 
                 task_type="automatic-speech-recognition", task_name="Speech Recognition",
                 dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
                 metric_type=metric, metric_value=row[metric],
-                metric_name=f"{metric.upper()} ({row['depth']} layers)", metric_config=f"depth-{row['depth']}",
+                metric_name=f"{metric.upper()} ({row['depth']} layer{'s' if row['depth'] != 1 else ''})",
+                metric_config=f"depth-{row['depth']}",
                 metric_args={"num_layers": row["depth"], "layers": row["layers"]},
             ))
     return results
@@ -77,7 +78,7 @@ def depth_table(rows: List[dict], hardware: Optional[str]) -> str:
         lines.append(line + (f" {r['rtf']:.4f} |" if with_rtf else ""))
     if with_rtf and hardware:
         lines += ["", f"RTF = processing seconds / audio seconds of the model forward pass at batch size 1 on "
-                      f"{hardware} (features excluded; median of repeated runs)."]
+                      f"{hardware}; features excluded, median of repeated runs."]
     return "\n".join(lines)
 
 

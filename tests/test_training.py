@@ -41,6 +41,7 @@ def test_two_step_training_writes_per_depth_metrics(tmp_path):
     train.main(train_args(tmp_path, out, "--max_steps", "2", "--test_split_name", "test"))
     record = json.loads((out / "per_depth_metrics.json").read_text())
     assert record["split"] == "test"
+    assert record["utterances"] == 42  # the whole demo test split: --max_eval_samples 8 bounds validation only
     assert set(record["depths"]) == {"1", "2", "3"}
     params = [record["depths"][d]["parameters"] for d in ("1", "2", "3")]
     assert params[0] < params[1] < params[2]

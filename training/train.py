@@ -187,8 +187,9 @@ def main(argv=None):
     splits = [(data_args.eval_split_name, eval_set)]
     if data_args.test_split_name:
         with training_args.main_process_first(desc="test preparation"):
+            # The test split is always measured whole: --max_eval_samples only bounds evaluation during training.
             test_set, test_report = load_prepared_split(data_args.dataset_name, data_args.test_split_name,
-                                                        feature_extractor, tokenizer, **load)
+                                                        feature_extractor, tokenizer, **dict(load, max_samples=None))
         logger.info(test_report.summary("test"))
         splits.append((data_args.test_split_name, test_set))
 
@@ -207,7 +208,8 @@ def main(argv=None):
         record = write_per_depth_metrics(
             os.path.join(training_args.output_dir, "per_depth_metrics.json"), model, records[headline_split],
             headline_split, schedule,
-            extra={"all_splits": {s: {str(d): {k: round(100 * v, 2) for k, v in r.items()} for d, r in rates.items()}
+            extra={"utterances": len(splits[-1][1]),
+                   "all_splits": {s: {str(d): {k: round(100 * v, 2) for k, v in r.items()} for d, r in rates.items()}
                                   for s, rates in records.items()},
                    "train_hours": round(train_report.hours, 3)})
         print(format_depth_table(record))
