@@ -13,7 +13,7 @@ Text: fortunes, the King James Bible and WordNet's example sentences, cut at . !
 acronyms or symbols).
 
 Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (columns `METADATA_COLUMNS`) next to 16 kHz mono FLAC
-files. Validation and test speakers never occur in train (held out per espeak-ng accent and among the CMU speakers,
+(or, with `--audio_format opus`, Opus in Ogg) files. Validation and test speakers never occur in train (held out per espeak-ng accent and among the CMU speakers,
 so the test split covers several accents and engines), and no transcript occurs in two splits. The same settings
 and `--seed` give the same plan; a rerun only synthesises the files that are missing, and writes the metadata last,
 listing the planned files that exist.
@@ -58,6 +58,11 @@ SILENCE_THRESHOLD = 0.01  # relative to the peak (-40 dB): quieter samples at ei
 KEEP_SILENCE_S = (0.1, 0.15)  # silence kept before and after the speech
 
 ENGINES = ("espeak-ng", "flite", "festival")
+# File suffix -> libsndfile format and subtype. FLAC is lossless (~15 KiB per second of speech); Opus in Ogg is
+# ~3.6 KiB/s with no measurable effect on a speech recognizer, which is what lets the bundled demo hold 4x more audio.
+AUDIO_FORMATS = {"flac": ".flac", "opus": ".ogg"}
+SOUNDFILE_FORMATS = {".flac": dict(format="FLAC", subtype="PCM_16", compression_level=1.0),
+                     ".ogg": dict(format="OGG", subtype="OPUS")}
 APT_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
@@ -361,7 +366,7 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
                 max_utterances: int | None = None, validation_size: float = 0.1, test_size: float = 0.1,
                 validation_speakers: float = 0.1, test_speakers: float = 0.1,
                 rate_range: tuple[float, float] = (0.8, 1.25), pitch_range: tuple[float, float] = (0.7, 1.4),
-                seed: int = 0) -> list[Utterance]:
+                seed: int = 0, audio_format: str = "flac") -> list[Utterance]:
     """Plan the corpus: which sentence each split gets, who reads it, how fast and how high.
 
     Sizes: train gets about `hours` of audio (estimated at `CHARACTERS_PER_SECOND`), validation and test
@@ -377,6 +382,8 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
     """
     if hours is None and max_utterances is None:
         raise CorpusSettingsError("give hours or max_utterances")
+    if audio_format not in AUDIO_FORMATS:
+        raise CorpusSettingsError(f"audio_format {audio_format!r}: choose one of {sorted(AUDIO_FORMATS)}")
     if not sentences:
         raise CorpusSettingsError("no sentences to read: check the text sources and --min_words/--max_words")
     speakers = split_speakers(voices, validation_speakers, test_speakers, seed)
@@ -417,7 +424,8 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
             voice = split_voices[index]
             rate = round(rng.uniform(*rate_range), 3)
             pitch = round(rng.uniform(*pitch_range), 3) if voice.pitch_adjustable else 1.0
-            plan.append(Utterance(split, _file_name(index, sentence.text, voice, rate, pitch), sentence.text,
+            plan.append(Utterance(split, _file_name(index, sentence.text, voice, rate, pitch,
+                                                         AUDIO_FORMATS[audio_format]), sentence.text,
                                   sentence.transcript, sentence.source, voice, rate, pitch))
     return plan
 
@@ -447,10 +455,10 @@ def _dealt(voices: Sequence[Voice], count: int, rng: random.Random) -> list[Voic
     return dealt
 
 
-def _file_name(index: int, text: str, voice: Voice, rate: float, pitch: float) -> str:
+def _file_name(index: int, text: str, voice: Voice, rate: float, pitch: float, suffix: str = ".flac") -> str:
     # The digest of everything that shapes the audio: a changed plan never reuses a stale file of the same index.
     key = json.dumps([text, voice.engine, voice.voice, rate, pitch, SAMPLING_RATE, AUDIO_VERSION])
-    return f"{index:06d}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.flac"
+    return f"{index:06d}-{hashlib.sha1(key.encode()).hexdigest()[:10]}{suffix}"
 
 
 # -------------------------------------------------------------------------------------------------------- synthesis
@@ -461,7 +469,7 @@ def synthesize_corpus(plan: Sequence[Utterance], output_dir: str | os.PathLike, 
     """Synthesise the planned files that do not exist yet under `output_dir`.
 
     Each file is written to a temporary name and renamed when complete, so an interrupted run leaves no truncated
-    FLAC behind and a rerun resumes where it stopped. Festival utterances go through festival in batches of
+    file behind and a rerun resumes where it stopped. Festival utterances go through festival in batches of
     `FESTIVAL_BATCH`; other engines run once per utterance. Failures are collected, not raised.
 
     Returns:
@@ -501,7 +509,7 @@ def _run_job(job: list[Utterance], output_dir: Path) -> list[tuple[str, str]]:
             target = output_dir / utterance.split / utterance.file_name
             try:
                 samples, rate = soundfile.read(wav, dtype="float32", always_2d=True)
-                write_flac(samples.mean(axis=1), rate, target)
+                write_audio(samples.mean(axis=1), rate, target)
             except (soundfile.SoundFileError, RuntimeError, ValueError, OSError) as error:
                 failed.append((str(target), str(error)))
     return failed
@@ -553,9 +561,10 @@ def festival_script(job: Sequence[Utterance], wavs: Sequence[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_flac(samples: np.ndarray, sampling_rate: int, path: str | os.PathLike) -> float:
+def write_audio(samples: np.ndarray, sampling_rate: int, path: str | os.PathLike) -> float:
     """Resample mono `samples` to 16 kHz (soxr "HQ", deterministic), trim silence at the ends, scale the peak to
-    `PEAK_LEVEL`, and write 16-bit FLAC to `path` atomically (temporary name, then rename).
+    `PEAK_LEVEL`, and write it to `path` (16-bit FLAC or Opus, by its suffix) atomically (temporary name, then
+    rename).
 
     Returns:
         The duration written, in seconds.
@@ -577,8 +586,7 @@ def write_flac(samples: np.ndarray, sampling_rate: int, path: str | os.PathLike)
     samples = samples[start:stop] * (PEAK_LEVEL / peak)
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    soundfile.write(partial, samples.astype(np.float32), SAMPLING_RATE, subtype="PCM_16", format="FLAC",
-                    compression_level=1.0)
+    soundfile.write(partial, samples.astype(np.float32), SAMPLING_RATE, **SOUNDFILE_FORMATS[path.suffix])
     os.replace(partial, path)
     return len(samples) / SAMPLING_RATE
 
@@ -644,9 +652,11 @@ def corpus_summary(output_dir: str | os.PathLike) -> str:
 DEFAULTS = dict(output_dir=None, hours=1.0, max_utterances=None, validation_size=0.1, test_size=0.1,
                 validation_speakers=0.1, test_speakers=0.1, voices=None, engines=list(ENGINES),
                 text_sources=list(TEXT_SOURCES), min_words=3, max_words=20, vocabulary_size=None,
-                rate_range=[0.8, 1.25], pitch_range=[0.7, 1.4], num_workers=2, seed=0)
-# The bundled demo: short sentences over the 200 most frequent words, each read by a different voice, <= 10 MB.
-DEMO = dict(output_dir="data/demo", hours=None, max_utterances=420, min_words=3, max_words=8, vocabulary_size=200)
+                rate_range=[0.8, 1.25], pitch_range=[0.7, 1.4], num_workers=2, seed=0, audio_format="flac")
+# The bundled demo: short sentences over the 200 most frequent words, 42 held-out utterances per split, Opus to stay
+# under 10 MB with ~33 minutes of training audio (each training sentence read by about two voices).
+DEMO = dict(output_dir="data/demo", hours=0.6, validation_size=42, test_size=42, min_words=3, max_words=8,
+            vocabulary_size=200, audio_format="opus")
 
 
 def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_utterances: int | None = None,
@@ -655,7 +665,7 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
                 text_sources: Sequence[str] = TEXT_SOURCES, min_words: int = 3, max_words: int = 20,
                 vocabulary_size: int | None = None, rate_range: Sequence[float] = (0.8, 1.25),
                 pitch_range: Sequence[float] = (0.7, 1.4), num_workers: int = 2, seed: int = 0,
-                sentences: Sequence[Sentence] | None = None, progress: bool = True,
+                audio_format: str = "flac", sentences: Sequence[Sentence] | None = None, progress: bool = True,
                 log=print) -> dict[str, object]:
     """Plan, synthesise (what is missing) and write the metadata of a corpus; the CLI's whole job.
 
@@ -672,7 +682,8 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
     plan = plan_corpus(sentences, available, hours=hours, max_utterances=max_utterances,
                        validation_size=validation_size, test_size=test_size,
                        validation_speakers=validation_speakers, test_speakers=test_speakers,
-                       rate_range=tuple(rate_range), pitch_range=tuple(pitch_range), seed=seed)
+                       rate_range=tuple(rate_range), pitch_range=tuple(pitch_range), seed=seed,
+                       audio_format=audio_format)
     log(f"{len(sentences)} sentences, {len({v.speaker for v in available})} speakers "
         f"({', '.join(f'{e} {n}' for e, n in sorted(Counter(v.engine for v in available).items()))} voices); "
         f"plan: {dict(Counter(u.split for u in plan))} utterances")
@@ -681,9 +692,10 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
     log(f"written {synthesis['written']}, already there {synthesis['skipped']}, failed {len(synthesis['failed'])}")
     for path, error in synthesis["failed"][:10]:
         log(f"  failed: {path}: {error}")
-    stale = sum(1 for split in SPLITS for path in (Path(output_dir) / split).glob("*.flac")) - sum(counts.values())
+    stale = sum(1 for split in SPLITS for path in (Path(output_dir) / split).iterdir()
+                if path.suffix in SOUNDFILE_FORMATS) - sum(counts.values())
     if stale:
-        log(f"note: {stale} FLAC files under {output_dir} are not in this plan (from other settings); "
+        log(f"note: {stale} audio files under {output_dir} are not in this plan (from other settings); "
             "they are not in the metadata")
     log(corpus_summary(output_dir))
     return {"plan": plan, "synthesis": synthesis, "counts": counts, "notes": notes}
@@ -711,6 +723,8 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
     arg("--pitch_range", type=float, nargs=2, help="pitch factors, uniform (default 0.7 1.4)")
     arg("--num_workers", type=int, help="parallel synthesiser processes (default 2)")
     arg("--seed", type=int, help="same seed and settings, same corpus (default 0)")
+    arg("--audio_format", choices=sorted(AUDIO_FORMATS),
+        help="flac (lossless, default) or opus (.ogg, about 4x smaller)")
     args = vars(parser.parse_args(argv))
     settings = dict(DEFAULTS)
     if args.pop("demo"):
