@@ -120,6 +120,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
                                      f"of {dataset_name}.",
         depth_table=depth_table(results["rows"], results["hardware"]),
         plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
-        repo_id=repo_id or model_name, schedule_name="stored schedule" if config.pruning_schedule else "first k layers",
+        repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule
+                                                       else "none, so the first k layers"),
         training=training, training_command=training_command, limitations=limitations,
     )

@@ -33,7 +33,12 @@ def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth:
     if depth is not None:
         model.prune_to(depth, strategy=strategy)
     model.save_pretrained(staging)
+    has_report = os.path.exists(os.path.join(model_dir, "depth_report.json"))
     for name in COMPANION_FILES:
+        # The card's numbers come from the depth report when there is one; training's per_depth_metrics.json may
+        # have measured a subset, and two tables that disagree would only confuse.
+        if name == "per_depth_metrics.json" and has_report:
+            continue
         if os.path.exists(os.path.join(model_dir, name)):
             shutil.copy(os.path.join(model_dir, name), staging)
     card = build_model_card(staging, results_dir=model_dir, **card_kwargs)

@@ -6,7 +6,7 @@ per-depth evaluation) so the CLI, this script and the tests share it. Runs as is
 `accelerate launch` for several GPUs/nodes.
 
     python training/train.py --model_config training/configs/demo.json --dataset_name audiofolder \
-        --data_dir data/demo --output_dir runs/demo --num_train_epochs 40
+        --data_dir data/demo --output_dir runs/demo --do_train --num_train_epochs 24
 """
 
 import json
@@ -45,8 +45,8 @@ class ModelArguments:
     stochastic_depth_rate: Optional[float] = field(default=None, metadata={"help": "p_max of stochastic depth."})
     stochastic_depth_schedule: Optional[str] = field(default=None, metadata={"help": "linear | uniform."})
     spec_augment: Optional[bool] = field(
-        default=None, metadata={"help": "SpecAugment masking (2 frequency masks <= 15 bins, 1 time mask <= 40 "
-                                        "frames per second); --spec_augment false turns off the config's."})
+        default=None, metadata={"help": "SpecAugment masking (2 frequency masks <= 15 bins, 1 time mask per second of "
+                                        "audio, each <= 40 frames); --spec_augment false turns off the config's."})
 
 
 @dataclass
