@@ -14,9 +14,9 @@ acronyms or symbols).
 
 Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (columns `METADATA_COLUMNS`) next to 16 kHz mono FLAC
 (or, with `--audio_format opus`, Opus in Ogg) files. Validation and test speakers never occur in train (held out
-per espeak-ng accent and among the CMU speakers, so the test split covers several accents and engines), and no transcript occurs in two splits. The same settings
-and `--seed` give the same plan; a rerun only synthesises the files that are missing, and writes the metadata last,
-listing the planned files that exist.
+per espeak-ng accent and among the CMU speakers, so the test split covers several accents and engines), and no
+transcript occurs in two splits. The same settings and `--seed` give the same plan; a rerun only synthesises the
+files that are missing, and writes the metadata last, listing the planned files that exist.
 """
 
 from __future__ import annotations
