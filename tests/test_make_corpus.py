@@ -98,6 +98,26 @@ def test_plan_sizes_from_hours_and_reuse_of_sentences():
         mc.plan_corpus(SENTENCES[:3], voices, hours=None, max_utterances=30, validation_size=2, test_size=2)
 
 
+
+def test_opus_files_are_planned_written_and_decoded(tmp_path):
+    import numpy as np
+
+    from hf_prunable_ctc.audio import load_audio
+
+    voices = [_voice(f"espeak-ng:en-us+f{i}") for i in range(1, 6)]
+    plan = mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=6, audio_format="opus")
+    assert {Path(u.file_name).suffix for u in plan} == {".ogg"}
+    with pytest.raises(mc.CorpusSettingsError, match="audio_format"):
+        mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=6, audio_format="mp3")
+
+    t = np.arange(22050) / 22050  # 1 s of a 300 Hz tone at 22.05 kHz, written resampled to 16 kHz Opus
+    seconds = mc.write_audio(np.sin(2 * np.pi * 300 * t), 22050, tmp_path / "tone.ogg")
+    assert soundfile.info(str(tmp_path / "tone.ogg")).format == "OGG"
+    decoded = load_audio(str(tmp_path / "tone.ogg"))
+    assert len(decoded) == pytest.approx(seconds * 16000, abs=1)
+    assert np.abs(decoded).max() == pytest.approx(mc.PEAK_LEVEL, rel=0.2)  # lossy, but the signal is there
+
+
 def test_restrict_vocabulary_and_sentence_splitting():
     sentences = [mc.Sentence(t, mc.clean_sentence(t), "x") for t in ["the cat", "the dog", "the cat sat", "a bird"]]
     kept = mc.restrict_vocabulary(sentences, 2)  # THE (3), CAT (2)
