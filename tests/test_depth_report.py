@@ -80,7 +80,8 @@ def test_evaluate_depths_script_on_the_demo_corpus(saved_model, tmp_path, capsys
     evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
                           "--split", "test", "--search_split", "validation", "--max_eval_samples", "6",
                           "--max_search_samples", "6", "--strategies", "top,greedy,svcca", "--repeats", "2",
-                          "--rtf_utterances", "3", "--output_dir", str(out), "--store_schedule", "greedy"])
+                          "--rtf_utterances", "3", "--output_dir", str(out), "--store_schedule", "greedy",
+                          "--greedy_criterion", "wer"])
     report = json.loads((out / "depth_report.json").read_text())
     assert {r["strategy"] for r in report["records"]} == {"top", "greedy", "svcca"}
     assert report["utterances"] == 6 and report["split"] == "test"

@@ -41,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--rtf_utterances", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--greedy_criterion", choices=("loss", "wer"), default="loss",
+                        help="what greedy search minimises on --search_split: final CTC loss or greedy WER")
     parser.add_argument("--store_schedule", choices=DATA_DRIVEN + ("top", "uniform"),
                         help="save this strategy's schedule into the model's config (in --model)")
     parser.add_argument("--output_dir", required=True)
@@ -70,6 +72,8 @@ def main(argv=None):
     schedules = {}
     for strategy in strategies:
         kwargs = {"batches": search_batches, "progress": True} if strategy in DATA_DRIVEN else {}
+        if strategy == "greedy":
+            kwargs.update(criterion=args.greedy_criterion, tokenizer=tokenizer)
         schedules[strategy] = model.pruning_schedule(strategy, **kwargs)
 
     os.makedirs(args.output_dir, exist_ok=True)
