@@ -83,7 +83,7 @@ def prune(args) -> None:
 
 
 def publish(args) -> None:
-    from .publish import publish as publish_folder
+    from .publish import outcome, publish as publish_folder
 
     with open(args.card_info) as f:
         card_kwargs = json.load(f)
@@ -91,11 +91,7 @@ def publish(args) -> None:
                             strategy=args.strategy, dry_run=args.dry_run)
     for name, size in result["files"].items():
         print(f"{size:>12,d}  {name}")
-    if result["uploaded"]:
-        print(f"uploaded {args.output_dir} to https://huggingface.co/{args.repo_id}")
-    else:
-        print(f"dry run (no token, offline, or --dry_run): {args.output_dir} is what would be uploaded to "
-              f"{args.repo_id}")
+    print(outcome(result))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,3 +70,11 @@ def publish(model_dir: str, output_dir: str, repo_id: str, card_kwargs: dict, de
         api.upload_folder(repo_id=repo_id, folder_path=output_dir,
                           commit_message=f"Upload prunable CTC model{f' pruned to {depth} layers' if depth else ''}")
     return {"repo_id": repo_id, "folder": output_dir, "files": sizes, "uploaded": upload}
+
+
+def outcome(result: dict) -> str:
+    """One line saying what `publish` did with the folder, for the CLI and the training script alike."""
+    if result["uploaded"]:
+        return f"uploaded {result['folder']} to https://huggingface.co/{result['repo_id']}"
+    return (f"not uploaded (dry run, offline or no token): {result['folder']} is what would be uploaded to "
+            f"{result['repo_id']}")

@@ -98,7 +98,6 @@ def test_plan_sizes_from_hours_and_reuse_of_sentences():
         mc.plan_corpus(SENTENCES[:3], voices, hours=None, max_utterances=30, validation_size=2, test_size=2)
 
 
-
 def test_opus_files_are_planned_written_and_decoded(tmp_path):
     import numpy as np
 

@@ -384,6 +384,7 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
         raise CorpusSettingsError("give hours or max_utterances")
     if audio_format not in AUDIO_FORMATS:
         raise CorpusSettingsError(f"audio_format {audio_format!r}: choose one of {sorted(AUDIO_FORMATS)}")
+    suffix = AUDIO_FORMATS[audio_format]
     if not sentences:
         raise CorpusSettingsError("no sentences to read: check the text sources and --min_words/--max_words")
     speakers = split_speakers(voices, validation_speakers, test_speakers, seed)
@@ -424,8 +425,7 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
             voice = split_voices[index]
             rate = round(rng.uniform(*rate_range), 3)
             pitch = round(rng.uniform(*pitch_range), 3) if voice.pitch_adjustable else 1.0
-            plan.append(Utterance(split, _file_name(index, sentence.text, voice, rate, pitch,
-                                                         AUDIO_FORMATS[audio_format]), sentence.text,
+            plan.append(Utterance(split, _file_name(index, sentence.text, voice, rate, pitch, suffix), sentence.text,
                                   sentence.transcript, sentence.source, voice, rate, pitch))
     return plan
 
@@ -692,7 +692,8 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
     log(f"written {synthesis['written']}, already there {synthesis['skipped']}, failed {len(synthesis['failed'])}")
     for path, error in synthesis["failed"][:10]:
         log(f"  failed: {path}: {error}")
-    stale = sum(1 for split in SPLITS for path in (Path(output_dir) / split).iterdir()
+    # glob, not iterdir: a split with no utterances has no folder.
+    stale = sum(1 for split in SPLITS for path in (Path(output_dir) / split).glob("*")
                 if path.suffix in SOUNDFILE_FORMATS) - sum(counts.values())
     if stale:
         log(f"note: {stale} audio files under {output_dir} are not in this plan (from other settings); "

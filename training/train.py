@@ -23,7 +23,7 @@ from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
 from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.publish import outcome, publish
 from hf_prunable_ctc.speech_data import load_prepared_split, load_split, prepare_split, training_texts
 from hf_prunable_ctc.trainer import PerDepthCTCTrainer
 from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
@@ -237,9 +237,7 @@ def push_run(training_args: TrainingArguments, data_args: DataArguments, publish
                            training_command=" ".join(["python", "training/train.py", *(argv or sys.argv[1:])]))
     result = publish(output_dir, publish_args.publish_dir or os.path.join(output_dir, "hub_repo"), repo_id,
                      card_kwargs, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
-    where = (f"uploaded to https://huggingface.co/{repo_id}" if result["uploaded"]
-             else "not uploaded (offline or no token)")
-    print(f"{where}: repo folder {result['folder']} ({len(result['files'])} files)")
+    print(outcome(result))
     return result
 
 
