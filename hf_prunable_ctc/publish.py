@@ -20,33 +20,32 @@ def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth:
                       strategy: Optional[str] = None) -> List[str]:
     """Write everything a Hub repo for this model holds into `output_dir`; return the relative file names.
 
-    The folder is built next to `output_dir` and renamed into place, so an interrupted run leaves no half folder.
+    `output_dir` must be new, empty, or a folder this package wrote before (see `hub.output_folder`); anything
+    else, or an `output_dir` that is or contains `model_dir`, raises `OutputFolderError` before anything is
+    written. The folder is built next to `output_dir` and moved into place, so an interrupted run leaves no half
+    folder.
     """
+    from .hub.output_folder import write_output_folder
     from .model_card import build_model_card
     from .modeling_prunable_ctc import PrunableCTCForCTC
 
-    if os.path.abspath(model_dir) == os.path.abspath(output_dir):
-        raise ValueError("output_dir must differ from model_dir")
-    staging = output_dir.rstrip("/") + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model = PrunableCTCForCTC.from_pretrained(model_dir)
-    if depth is not None:
-        model.prune_to(depth, strategy=strategy)
-    model.save_pretrained(staging)
-    has_report = os.path.exists(os.path.join(model_dir, "depth_report.json"))
-    for name in COMPANION_FILES:
-        # The card's numbers come from the depth report when there is one; training's per_depth_metrics.json may
-        # have measured a subset, and two tables that disagree would only confuse.
-        if name == "per_depth_metrics.json" and has_report:
-            continue
-        if os.path.exists(os.path.join(model_dir, name)):
-            shutil.copy(os.path.join(model_dir, name), staging)
-    card = build_model_card(staging, results_dir=model_dir, **card_kwargs)
-    card.save(os.path.join(staging, "README.md"))
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
-    return sorted(os.listdir(output_dir))
+    def fill(staging: str) -> None:
+        model = PrunableCTCForCTC.from_pretrained(model_dir)
+        if depth is not None:
+            model.prune_to(depth, strategy=strategy)
+        model.save_pretrained(staging)
+        has_report = os.path.exists(os.path.join(model_dir, "depth_report.json"))
+        for name in COMPANION_FILES:
+            # The card's numbers come from the depth report when there is one; training's per_depth_metrics.json
+            # may have measured a subset, and two tables that disagree would only confuse.
+            if name == "per_depth_metrics.json" and has_report:
+                continue
+            if os.path.exists(os.path.join(model_dir, name)):
+                shutil.copy(os.path.join(model_dir, name), staging)
+        card = build_model_card(staging, results_dir=model_dir, **card_kwargs)
+        card.save(os.path.join(staging, "README.md"))
+
+    return write_output_folder(output_dir, fill, sources=[model_dir])
 
 
 def can_upload(token: Optional[str] = None) -> bool:
@@ -65,9 +64,11 @@ def publish(model_dir: str, output_dir: str, repo_id: str, card_kwargs: dict, de
     if upload:
         from huggingface_hub import HfApi
 
+        from .hub.output_folder import MARKER
+
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=output_dir,
+        api.upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=[MARKER],
                           commit_message=f"Upload prunable CTC model{f' pruned to {depth} layers' if depth else ''}")
     return {"repo_id": repo_id, "folder": output_dir, "files": sizes, "uploaded": upload}
 

@@ -1,0 +1,1 @@
+"""Writing folders for the Hub: safe output folders, model cards, publishing."""

@@ -1,0 +1,93 @@
+"""Issue 14 item 1: `publish` never deletes a folder or file it did not write, and never the source model."""
+
+import json
+
+import pytest
+
+from conftest import tiny_model
+from hf_prunable_ctc.cli import main
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.hub.output_folder import MARKER, OutputFolderError
+from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.vocabulary import make_tokenizer
+
+CARD = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_command="python train.py")
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """`runs/` holding a measured model `mymodel` and another experiment, as a user's runs folder does."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = make_tokenizer()
+    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
+    path = tmp_path / "runs" / "mymodel"
+    model.save_pretrained(path)
+    save_processor(make_feature_extractor(), tokenizer, path)
+    (path / "per_depth_metrics.json").write_text(json.dumps({"split": "test", "depths": {
+        str(d): {"layers": layers, "wer": 50.0 - d, "cer": 20.0 - d, "parameters": model.count_parameters(layers=layers)}
+        for d, layers in model.pruning_schedule().items()}}))
+    other = tmp_path / "runs" / "other_experiment"
+    other.mkdir()
+    (other / "notes.txt").write_text("weeks of work")
+    (tmp_path / "card.json").write_text(json.dumps(CARD))
+    return tmp_path / "runs"
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_dry_run_into_a_foreign_folder_is_refused_and_deletes_nothing(runs, capsys):
+    before = snapshot(runs)
+    code = main(["publish", str(runs / "mymodel"), str(runs), "--repo_id", "you/x",
+                 "--card_info", str(runs.parent / "card.json"), "--dry_run"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "source model folder" in error and "new folder" in error
+    assert snapshot(runs) == before  # the other experiment and the source model are intact
+
+
+def test_non_empty_folder_without_marker_is_refused(runs, tmp_path, capsys):
+    target = tmp_path / "repo"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    (target / "empty_subfolder").mkdir()
+    code = main(["publish", str(runs / "mymodel"), str(target), "--repo_id", "you/x",
+                 "--card_info", str(runs.parent / "card.json"), "--dry_run"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "not written by hf-prunable-ctc" in error and "keep.txt" in error
+    assert (target / "keep.txt").read_text() == "mine" and (target / "empty_subfolder").is_dir()
+    assert sorted(p.name for p in target.iterdir()) == ["empty_subfolder", "keep.txt"]
+
+
+def test_output_equal_to_the_source_is_refused(runs):
+    before = snapshot(runs / "mymodel")
+    with pytest.raises(OutputFolderError, match="source model folder"):
+        publish(str(runs / "mymodel"), str(runs / "mymodel"), "you/x", CARD, dry_run=True)
+    assert snapshot(runs / "mymodel") == before
+
+
+def test_new_empty_and_previously_written_folders_are_written(runs, tmp_path):
+    (tmp_path / "repo.partial").mkdir()  # a user's folder that happens to have the old staging name
+    (tmp_path / "repo.partial" / "data.bin").write_bytes(b"1")
+    first = publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
+    assert "README.md" in first["files"] and MARKER not in first["files"]
+    assert json.loads((tmp_path / "repo" / MARKER).read_text())["files"] == sorted(first["files"])
+    # Written before by this tool: replaced, with nothing left over from the first run.
+    (tmp_path / "repo" / "README.md").write_text("stale")
+    second = publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
+    assert second["files"] == first["files"] and (tmp_path / "repo" / "README.md").read_text() != "stale"
+    (tmp_path / "empty").mkdir()
+    assert publish(str(runs / "mymodel"), str(tmp_path / "empty"), "you/x", CARD, dry_run=True)["files"]
+    assert (tmp_path / "repo.partial" / "data.bin").read_bytes() == b"1"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.name != "repo.partial"]
+
+
+def test_a_file_added_to_a_written_folder_is_kept_and_refused(runs, tmp_path):
+    publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
+    (tmp_path / "repo" / "my_notes.md").write_text("mine")
+    with pytest.raises(OutputFolderError, match="my_notes.md"):
+        publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
+    assert (tmp_path / "repo" / "my_notes.md").read_text() == "mine"
+    assert (tmp_path / "repo" / "model.safetensors").exists()
