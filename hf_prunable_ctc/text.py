@@ -49,9 +49,11 @@ def normalize_transcript(
     """Map `text` to the model alphabet as far as it goes without guessing how it is read.
 
     Steps: accents are stripped ("café" -> "cafe"); typographic apostrophes become ``'``; every character of
-    `chars_to_ignore` becomes a space; apostrophes that are not between two letters (quotation marks, the one of
-    "dogs'") are dropped; the text is upper-cased (if `uppercase`); runs of whitespace collapse to one space; the
-    ends are stripped.
+    `chars_to_ignore` becomes a space; apostrophes that touch no letter (" ' " on its own) are dropped, while those
+    of a word are kept wherever they sit ("don't", "dogs'", "'tis"), as standard LibriSpeech scoring keeps them;
+    the text is upper-cased (if `uppercase`); runs of whitespace collapse to one space; the ends are stripped.
+    This is the normalisation references are scored with: upper case, no punctuation besides apostrophes.
+    A single quote used as a quotation mark ("'yes'") cannot be told apart from a word's apostrophe and is kept.
 
     Args:
         text: a transcript.
@@ -69,7 +71,8 @@ def normalize_transcript(
     text = text.translate({ord(mark): "'" for mark in _APOSTROPHES})
     if chars_to_ignore:
         text = text.translate({ord(character): " " for character in chars_to_ignore})
-    text = re.sub(r"(?<![^\W\d_])'|'(?![^\W\d_])", " ", text)  # keep ' only between two letters
+    # Drop only apostrophes with no letter on either side: "dogs'" and "'em" are words of the reference.
+    text = re.sub(r"(?<![^\W\d_])'(?![^\W\d_])", " ", text)
     if uppercase:
         text = text.upper()
     return " ".join(text.split())
