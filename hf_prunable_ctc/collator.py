@@ -2,27 +2,48 @@
 
 Features and labels have unrelated lengths (frames vs characters), so each is padded to its own batch maximum.
 Padded label positions become -100, which the CTC loss ignores (`Wav2Vec2ForCTC` convention).
+
+Examples carry either precomputed ``input_features`` (a "cached" split) or encoded/decoded ``audio`` (an
+"on_the_fly" split, see `speech_data`): then the collator decodes the audio with soundfile, applies the optional
+training-time `waveform_transform`, and computes the batch's log-mel features with the model's feature extractor,
+called the standard Hugging Face way. This runs in the dataloader's worker processes
+(`--dataloader_num_workers`), so feature computation overlaps the GPU's step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
+import numpy as np
 import torch
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer
 
+from .audio import AudioDecodingError, load_audio
+
 LABEL_PAD_ID = -100
+AUDIO_KEY = "audio"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DataCollatorCTCWithPadding:
     """Pad a list of examples into a batch of tensors.
 
-    Each example is ``{"input_features": (T_i, F) float array or nested list, "labels": list[int]}``; other keys
-    (e.g. ``input_length``) are ignored. Examples without ``"labels"`` (inference) give a batch without labels; a
-    batch must not mix the two.
+    Each example is ``{"input_features": (T_i, F) float array or nested list, "labels": list[int]}`` or
+    ``{"audio": source, "labels": list[int]}`` with `source` anything `load_audio` takes (a path, encoded bytes,
+    ``{"bytes", "path"}``, ``{"array", "sampling_rate"}``) or a float32 ``np.ndarray`` of samples already at the
+    extractor's rate; other keys (e.g. ``input_length``, ``text``) are ignored. Examples without ``"labels"``
+    (inference) give a batch without labels. A batch must not mix the two kinds, nor labelled and unlabelled.
+
+    Audio that cannot be decoded, or whose features are not finite or have fewer than two frames, is left out of
+    the batch with a warning and counted in `skipped` (per reason, in the process that collated it: each
+    dataloader worker keeps its own count). A batch in which no example is usable raises `ValueError`.
 
     Returns:
         ``{"input_features": (B, T_max, F) float32, "attention_mask": (B, T_max) int64 (1 = real frame),
@@ -30,24 +51,45 @@ class DataCollatorCTCWithPadding:
         rounded up to a multiple of it; with `pad_to_multiple_of_labels`, so is ``U_max``.
 
     Attributes:
-        feature_extractor: pads features with its ``padding_value`` (0 = the mean after normalisation).
+        feature_extractor: pads features with its ``padding_value`` (0 = the mean after normalisation), and makes
+            them from audio.
         tokenizer: pads label ids (its pad positions are then replaced by -100).
         pad_to_multiple_of: optional multiple for the frame axis (e.g. the model's time subsampling).
         pad_to_multiple_of_labels: optional multiple for the label axis.
+        waveform_transform: ``f(samples (N,) float32, sampling_rate) -> samples (N',) float32`` applied to each
+            training waveform before its features (augmentation). `for_evaluation()` returns a copy without it,
+            which `PerDepthCTCTrainer` uses for every evaluation.
     """
 
     feature_extractor: SequenceFeatureExtractor
     tokenizer: Wav2Vec2CTCTokenizer
     pad_to_multiple_of: int | None = None
     pad_to_multiple_of_labels: int | None = None
+    waveform_transform: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
+    skipped: Counter = field(default_factory=Counter, compare=False)
+
+    def for_evaluation(self) -> "DataCollatorCTCWithPadding":
+        """The same collator without `waveform_transform` (augmentation is for training only)."""
+        return dataclasses.replace(self, waveform_transform=None, skipped=Counter())
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
+        from_audio = [AUDIO_KEY in example and "input_features" not in example for example in examples]
+        if any(from_audio) and not all(from_audio):
+            raise ValueError("some examples have 'audio' and some 'input_features': prepare the split one way")
+        if all(from_audio):
+            batch, examples = self._features_from_audio(examples)
+        else:
+            batch = self._pad_features(examples)
         with_labels = ["labels" in example for example in examples]
         if any(with_labels) and not all(with_labels):
             raise ValueError("some examples have 'labels' and some do not")
+        if all(with_labels):
+            batch["labels"] = self._pad_labels(examples)
+        return batch
 
+    def _pad_features(self, examples):
         features = self.feature_extractor.pad(
             [{"input_features": example["input_features"]} for example in examples],
             padding=True,
@@ -55,19 +97,70 @@ class DataCollatorCTCWithPadding:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        batch = {
+        return {
             "input_features": features["input_features"].to(torch.float32),
             "attention_mask": features["attention_mask"].to(torch.long),
         }
-        if all(with_labels):
-            labels = self.tokenizer.pad(
-                {"input_ids": [list(example["labels"]) for example in examples]},
-                padding=True,
-                pad_to_multiple_of=self.pad_to_multiple_of_labels,
-                padding_side="right",
-                return_attention_mask=True,
-                return_tensors="pt",
-            )
-            # Mask from the attention mask rather than `== pad_token_id`, so that only padding becomes -100.
-            batch["labels"] = labels["input_ids"].to(torch.long).masked_fill(labels["attention_mask"].ne(1), LABEL_PAD_ID)
-        return batch
+
+    def _features_from_audio(self, examples):
+        """Decode, transform and featurise; returns the batch and the examples it holds (usable ones only)."""
+        rate = self.feature_extractor.sampling_rate
+        waveforms, kept = [], []
+        for example in examples:
+            source = example[AUDIO_KEY]
+            try:
+                samples = source if isinstance(source, np.ndarray) else load_audio(source, sampling_rate=rate)
+            except AudioDecodingError as error:
+                self._skip("unreadable audio", error)
+                continue
+            if self.waveform_transform is not None:
+                samples = np.asarray(self.waveform_transform(samples, rate), dtype=np.float32)
+            waveforms.append(np.asarray(samples, dtype=np.float32))
+            kept.append(example)
+        if waveforms:
+            with np.errstate(divide="ignore", invalid="ignore"):  # non-finite rows are found and skipped below
+                features = self.feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", padding=True,
+                                                  pad_to_multiple_of=self.pad_to_multiple_of,
+                                                  return_attention_mask=True)
+            values, mask = features["input_features"].to(torch.float32), features["attention_mask"].to(torch.long)
+            # The stock extractor returns NaN for a mel bin constant over the utterance (digital silence), and
+            # audio shorter than two frames has nothing to learn from.
+            usable = [bool(torch.isfinite(values[i][mask[i].bool()]).all()) and int(mask[i].sum()) >= 2
+                      for i in range(len(kept))]
+            for i in (i for i, ok in enumerate(usable) if not ok):
+                self._skip("too short or silent audio", describe(kept[i][AUDIO_KEY]))
+            if not all(usable):
+                index = torch.tensor([i for i, ok in enumerate(usable) if ok], dtype=torch.long)
+                kept = [example for example, ok in zip(kept, usable) if ok]
+                values, mask = values[index], mask[index]  # padding may now be wider than needed: harmless
+        if not kept:
+            raise ValueError(f"none of the {len(examples)} utterances of this batch could be used "
+                             f"(skipped so far: {dict(self.skipped)}); check the audio files")
+        return {"input_features": values, "attention_mask": mask}, kept
+
+    def _pad_labels(self, examples):
+        labels = self.tokenizer.pad(
+            {"input_ids": [list(example["labels"]) for example in examples]},
+            padding=True,
+            pad_to_multiple_of=self.pad_to_multiple_of_labels,
+            padding_side="right",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        # Mask from the attention mask rather than `== pad_token_id`, so that only padding becomes -100.
+        return labels["input_ids"].to(torch.long).masked_fill(labels["attention_mask"].ne(1), LABEL_PAD_ID)
+
+    def _skip(self, reason: str, detail) -> None:
+        self.skipped[reason] += 1
+        logger.warning("skipped an utterance (%s): %s", reason, detail)
+
+
+def describe(source) -> str:
+    """A short name of an audio source for messages: its path, or its kind."""
+    if isinstance(source, Mapping):
+        return str(source.get("path") or "<audio dict>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array of {source.shape[0]} samples>"
+    return str(source)

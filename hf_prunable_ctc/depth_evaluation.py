@@ -2,11 +2,14 @@
 
 Depths whose pruning schedule keeps the first k layers ("top") all come from one full forward pass: the output of
 layer k goes through the shared final LayerNorm and CTC head. Other schedules need one pass each.
+
+Batches go to the model's device here (the model may sit on a GPU while the data was collated on the CPU), so
+every caller, the Trainer, the pruning search and `evaluate_depths.py`, runs where the model is.
 """
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -27,6 +30,17 @@ def check_eval_depths(depths: Iterable[int], num_layers: int) -> List[int]:
     return depths
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of `model`'s first parameter (CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    """A copy of `batch` whose tensors are on `device` (other values unchanged)."""
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
 def per_depth_greedy_ids(
     model: PrunableCTCForCTC,
     input_features: torch.Tensor,
@@ -41,6 +55,10 @@ def per_depth_greedy_ids(
         `(ids, loss)`: ids is a LongTensor (batch, frames, len(depths)) holding the argmax token of every output
         frame, with the blank (pad id) on padded frames; loss is the full-depth training loss or None.
     """
+    device = model_device(model)
+    input_features = input_features.to(device)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else None
+    labels = labels.to(device) if labels is not None else None
     num_layers = model.config.num_hidden_layers
     top_depths = [d for d in depths if schedule[d] == list(range(1, d + 1)) and d < num_layers]
     full = model(input_features, attention_mask=attention_mask, labels=labels,
@@ -103,9 +121,12 @@ def format_depth_table(record: dict) -> str:
 
 @torch.no_grad()
 def subnetwork_error_rates(model, batches, tokenizer, layers: Sequence[int]) -> Dict[str, float]:
-    """WER and CER (fractions) of the sub-network running `layers`, over collated batches with labels."""
+    """WER and CER (fractions) of the sub-network running `layers`, over collated batches with labels (moved to
+    the model's device)."""
     pred_rows, label_rows = [], []
+    device = model_device(model)
     for batch in batches:
+        batch = batch_to_device(batch, device)
         out = model(batch["input_features"], batch.get("attention_mask"), layers=list(layers))
         ids = out.logits.argmax(-1)
         valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < out.output_lengths[:, None]

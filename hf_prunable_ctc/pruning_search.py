@@ -9,7 +9,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-from .depth_evaluation import subnetwork_error_rates
+from .depth_evaluation import batch_to_device, model_device, subnetwork_error_rates
 from .modeling_prunable_ctc import ctc_loss
 from .pruning import PruningSchedule, register_pruning_strategy
 from .svcca import collect_layer_outputs, svcca_similarity
@@ -18,7 +18,9 @@ Batch = Mapping[str, torch.Tensor]
 
 
 def take_utterances(batches: Iterable[Batch], max_utterances: Optional[int]) -> List[Batch]:
-    """The first batches holding up to `max_utterances` utterances (the last one cut to fit), as a list."""
+    """The first batches holding up to `max_utterances` utterances (the last one cut to fit), as a list.
+
+    The search runs every batch many times: move them once to the model's device with `batch_to_device`."""
     taken, count = [], 0
     for batch in batches:
         if max_utterances is not None and count >= max_utterances:
@@ -44,7 +46,9 @@ def subnetwork_score(model, batches: List[Batch], layers: List[int], criterion: 
     if criterion == "wer":
         return subnetwork_error_rates(model, batches, tokenizer, layers)["wer"]
     total, count = 0.0, 0
+    device = model_device(model)
     for batch in batches:
+        batch = batch_to_device(batch, device)  # a no-op for batches already there
         out = model(batch["input_features"], batch.get("attention_mask"), layers=layers)
         total += float(ctc_loss(out.logits, out.output_lengths, batch["labels"], model.config.pad_token_id, "sum",
                                 True))
@@ -70,7 +74,8 @@ def greedy_schedule(model, batches: Iterable[Batch] = None, max_utterances: Opti
         raise ValueError(f"criterion must be 'loss' or 'wer', got {criterion!r}")
     if criterion == "wer" and tokenizer is None:
         raise ValueError("criterion='wer' needs a tokenizer")
-    dev = take_utterances(batches, max_utterances)
+    device = model_device(model)
+    dev = [batch_to_device(batch, device) for batch in take_utterances(batches, max_utterances)]
 
     def removal_costs(current):
         return {layer: subnetwork_score(model, dev, [i for i in current if i != layer], criterion, tokenizer)

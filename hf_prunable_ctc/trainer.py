@@ -3,23 +3,69 @@
 Metrics are logged as `eval_wer_d{k}` / `eval_cer_d{k}` (fractions), plus `eval_wer` / `eval_cer` for the full
 depth so `metric_for_best_model="wer"` works as with any CTC model. Predictions are gathered across processes by
 the stock evaluation loop, so the same code runs under torchrun / accelerate.
+
+Two data settings are fixed here rather than left to the user:
+- `remove_unused_columns` is turned off: the Trainer would otherwise drop `audio` (on-the-fly features) and
+  `input_length` (the column `group_by_length` sorts by, whose absence makes the sampler fetch every example to
+  measure it) because the model's `forward` does not name them. The collator picks the keys it needs.
+- evaluation uses the collator's `for_evaluation()` copy, so a training-time `waveform_transform` never touches
+  evaluation audio.
 """
 
-from typing import Optional, Sequence
+import contextlib
+import json
+import logging
+import os
+import re
+from typing import List, Optional, Sequence
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from .depth_evaluation import check_eval_depths, default_eval_depths, per_depth_error_rates, per_depth_greedy_ids
 
+logger = logging.getLogger(__name__)
+
 
 class PerDepthCTCTrainer(Trainer):
+    """`Trainer` with per-depth evaluation (`eval_wer_d{k}`), evaluation without augmentation, all data columns
+    kept for the collator, and steps with non-finite gradients skipped (`SkipNonFiniteGradientsCallback`).
+
+    Args (beyond the `Trainer`'s):
+        tokenizer: the CTC tokenizer that decodes predictions and labels for WER/CER.
+        eval_depths: depths to evaluate; default every intermediate-CTC layer and the full depth.
+    """
+
     def __init__(self, *args, tokenizer, eval_depths: Optional[Sequence[int]] = None, **kwargs):
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None:
+            training_args.remove_unused_columns = False  # see the module docstring
         super().__init__(*args, **kwargs)
+        self.nonfinite_gradients = SkipNonFiniteGradientsCallback()
+        if not self.args.fp16:  # fp16's gradient scaler skips such steps itself
+            self.add_callback(self.nonfinite_gradients)
         config = self.model.config
         self.ctc_tokenizer = tokenizer
         self.eval_depths = check_eval_depths(eval_depths or default_eval_depths(config), config.num_hidden_layers)
         self.compute_metrics = self.per_depth_metrics
+
+    @contextlib.contextmanager
+    def _evaluation_collator(self):
+        training_collator = self.data_collator
+        if hasattr(training_collator, "for_evaluation"):
+            self.data_collator = training_collator.for_evaluation()
+        try:
+            yield
+        finally:
+            self.data_collator = training_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with self._evaluation_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with self._evaluation_collator():
+            return super().get_test_dataloader(test_dataset)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -45,3 +91,102 @@ class PerDepthCTCTrainer(Trainer):
         full = rates[max(self.eval_depths)]
         metrics["wer"], metrics["cer"] = full["wer"], full["cer"]
         return metrics
+
+
+class SkipNonFiniteGradientsCallback(TrainerCallback):
+    """Skip an optimizer step whose gradients hold NaN or inf, instead of writing NaN into every weight.
+
+    In fp16 the `Trainer`'s gradient scaler already does this (and this callback stays out of its way); in fp32 and
+    bf16 nothing does: one bad batch (an overflow, a corrupt feature) would make `clip_grad_norm_` scale every
+    gradient by NaN and AdamW write NaN into the weights and its moments. Dropping the gradients (`grad = None`)
+    makes the optimizer leave every parameter and its state as they were; the learning-rate schedule still
+    advances, as it does when the scaler skips a step. Under DDP the gradients are already all-reduced, so every
+    rank skips the same steps. Skipped steps are counted in `skipped_steps` and logged as warnings.
+    """
+
+    def __init__(self):
+        self.skipped_steps = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **unused):
+        gradients = [p.grad for p in model.parameters() if p.grad is not None]
+        if not gradients:
+            return
+        # One reduction and one host sync per step, as the Trainer's own gradient-norm logging does.
+        norms = torch.stack([g.detach().float().norm() for g in gradients])
+        if bool(torch.isfinite(norms).all()):
+            return
+        for parameter in model.parameters():
+            parameter.grad = None
+        self.skipped_steps += 1
+        logger.warning("step %d: non-finite gradients, optimizer step skipped (%d skipped so far)",
+                       state.global_step + 1, self.skipped_steps)
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """Whether a `checkpoint-N` folder was written to the end: it has model weights and a readable
+    `trainer_state.json`, which the `Trainer` writes after the weights, optimizer, scheduler and RNG states."""
+    state = os.path.join(folder, "trainer_state.json")
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if not os.path.isfile(state) or not any(os.path.isfile(os.path.join(folder, w)) for w in weights):
+        return False
+    try:
+        with open(state) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str) -> Optional[str]:
+    """The highest-numbered complete `checkpoint-N` in `output_dir` (see `is_complete_checkpoint`), or None.
+
+    A run killed while saving leaves a half-written `checkpoint-N` (the `Trainer` writes in place), which
+    `transformers.trainer_utils.get_last_checkpoint` would pick; it is skipped here, with a warning, in favour of
+    the previous complete one. Nothing is deleted.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    numbered = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(r"checkpoint-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            numbered.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, folder in sorted(numbered, reverse=True):
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning("%s is incomplete (a run stopped while saving it?): not resuming from it", folder)
+    return None
+
+
+def recipe_arguments(argv: Sequence[str]) -> List[str]:
+    """Command-line arguments for `HfArgumentParser` from ``[RECIPE.json, --flag, value, ...]``.
+
+    The recipe's fields become ``--key value`` flags (lists as several values, booleans as true/false, dicts as
+    JSON) placed before the command line's own, so a flag given on the command line overrides the file
+    (argparse keeps the last occurrence). Without a leading ``.json`` argument, `argv` is returned as is.
+    """
+    argv = list(argv)
+    if not argv or not argv[0].endswith(".json"):
+        return argv
+    path, overrides = argv[0], argv[1:]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no recipe file {path!r}: give a JSON file of training arguments "
+                                "(training/recipes/*.json)")
+    with open(path) as f:
+        try:
+            recipe = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"recipe {path} is not valid JSON: {error}") from error
+    if not isinstance(recipe, dict):
+        raise ValueError(f"recipe {path} must hold a JSON object of argument names and values")
+    tokens = []
+    for key, value in recipe.items():
+        if isinstance(value, list):
+            tokens += [f"--{key}", *map(str, value)]
+        elif isinstance(value, bool):
+            tokens += [f"--{key}", str(value).lower()]
+        elif isinstance(value, dict):
+            tokens += [f"--{key}", json.dumps(value)]
+        elif value is not None:
+            tokens += [f"--{key}", str(value)]
+    return tokens + overrides

@@ -7,6 +7,7 @@ per-depth evaluation) so the CLI, this script and the tests share it. Runs as is
 
     python training/train.py --model_config training/configs/demo.json --dataset_name audiofolder \
         --data_dir data/demo --output_dir runs/demo --do_train --num_train_epochs 24
+    python training/train.py training/recipes/demo.json --max_steps 20   # a recipe, flags override it
 """
 
 import json
@@ -17,15 +18,15 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
 from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.features import make_feature_extractor, save_processor
 from hf_prunable_ctc.publish import outcome, publish
-from hf_prunable_ctc.speech_data import load_prepared_split, load_split, prepare_split, training_texts
-from hf_prunable_ctc.trainer import PerDepthCTCTrainer
+from hf_prunable_ctc.speech_data import FEATURE_MODES, load_prepared_split, load_split, prepare_split, training_texts
+from hf_prunable_ctc.trainer import (PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint,
+                                     recipe_arguments)
 from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,14 @@ class DataArguments:
     chars_to_ignore: Optional[str] = field(
         default=None, metadata={"help": "Characters removed from transcripts; default: text.py's punctuation."})
     uppercase: bool = field(default=True, metadata={"help": "Upper-case transcripts."})
-    min_duration_in_seconds: float = field(default=0.0)
-    max_duration_in_seconds: float = field(default=20.0)
+    min_duration_in_seconds: float = field(default=0.0, metadata={"help": "Training split only."})
+    max_duration_in_seconds: float = field(
+        default=20.0, metadata={"help": "Training split only: evaluation and test splits are scored whole."})
+    feature_mode: str = field(
+        default="on_the_fly", metadata={"help": "Training features: 'on_the_fly' (decoded and computed per batch in "
+                                                "the dataloader workers; for large corpora) or 'cached' (computed "
+                                                "once and stored; small corpora, many epochs on CPU). Evaluation "
+                                                "splits are always cached."})
     max_train_samples: Optional[int] = field(default=None)
     max_eval_samples: Optional[int] = field(default=None)
     preprocessing_num_workers: Optional[int] = field(default=None)
@@ -106,10 +113,11 @@ def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) 
 
 def main(argv=None):
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, PublishArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args, publish_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args, publish_args = parser.parse_args_into_dataclasses(args=argv)
+    # `train.py RECIPE.json [--flag value ...]`: the command line's flags override the recipe's.
+    model_args, data_args, training_args, publish_args = parser.parse_args_into_dataclasses(
+        args=recipe_arguments(sys.argv[1:] if argv is None else argv))
+    if data_args.feature_mode not in FEATURE_MODES:
+        parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {data_args.feature_mode!r}")
     # The Trainer's own push would upload its generic card at every save; the run is instead published once,
     # at the end, with the per-depth model card (the same path as `hf-prunable-ctc publish`).
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
@@ -121,7 +129,7 @@ def main(argv=None):
 
     last_checkpoint = None
     if os.path.isdir(training_args.output_dir) and training_args.do_train and not training_args.resume_from_checkpoint:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint:
             logger.info("resuming from %s (pass a new --output_dir to start over)", last_checkpoint)
 
@@ -131,8 +139,13 @@ def main(argv=None):
     if data_args.max_train_samples:
         raw_train = raw_train.select(range(min(data_args.max_train_samples, len(raw_train))))
 
-    # Tokenizer and features: from the checkpoint, a given tokenizer, or built from the training text.
-    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    # Tokenizer and features: from a given tokenizer or model, the checkpoint being resumed (whose model was
+    # trained with it: rebuilding it from the text could change the vocabulary), or built from the training text.
+    resumed = training_args.resume_from_checkpoint or last_checkpoint
+    if resumed and not is_complete_checkpoint(str(resumed)):
+        parser.error(f"--resume_from_checkpoint {resumed}: not a complete checkpoint folder (no such folder, or no "
+                     "trainer_state.json / model weights: a run stopped while saving it?); give an earlier one")
+    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path or resumed
     if source:
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -146,13 +159,16 @@ def main(argv=None):
 
     prepare = dict(audio_column=data_args.audio_column_name, text_column=data_args.text_column_name,
                    chars_to_ignore=data_args.chars_to_ignore, uppercase=data_args.uppercase,
-                   min_duration_s=data_args.min_duration_in_seconds, max_duration_s=data_args.max_duration_in_seconds,
                    num_proc=data_args.preprocessing_num_workers)
+    # Evaluation splits: no duration limits (a test set is scored whole) and cached features, so every utterance
+    # left out of a score is known and counted before scoring.
     load = dict(dataset_config_name=data_args.dataset_config_name, data_dir=data_args.data_dir,
-                max_samples=data_args.max_eval_samples, **prepare)
+                max_samples=data_args.max_eval_samples, features="cached", **prepare)
     with training_args.main_process_first(desc="data preparation"):
-        train_set, train_report = prepare_split(raw_train, feature_extractor, tokenizer, desc="train features",
-                                                **prepare)
+        train_set, train_report = prepare_split(
+            raw_train, feature_extractor, tokenizer, desc="train features", features=data_args.feature_mode,
+            min_duration_s=data_args.min_duration_in_seconds, max_duration_s=data_args.max_duration_in_seconds,
+            **prepare)
         eval_set, eval_report = load_prepared_split(data_args.dataset_name, data_args.eval_split_name,
                                                     feature_extractor, tokenizer, **load)
     logger.info(train_report.summary("train"))
@@ -165,12 +181,13 @@ def main(argv=None):
         os.makedirs(training_args.output_dir, exist_ok=True)
         save_processor(feature_extractor, tokenizer, training_args.output_dir)
 
+    collator = DataCollatorCTCWithPadding(feature_extractor=feature_extractor, tokenizer=tokenizer)
     trainer = PerDepthCTCTrainer(
         model=model,
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorCTCWithPadding(feature_extractor=feature_extractor, tokenizer=tokenizer),
+        data_collator=collator,
         processing_class=processor,  # checkpoints then hold the tokenizer and features too
         tokenizer=tokenizer,
         eval_depths=data_args.eval_depths,
@@ -183,18 +200,20 @@ def main(argv=None):
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
+        if collator.skipped:  # counted here only without dataloader workers; workers log each skip
+            logger.warning("training batches left out %s", dict(collator.skipped))
 
-    splits = [(data_args.eval_split_name, eval_set)]
+    splits = [(data_args.eval_split_name, eval_set, eval_report)]
     if data_args.test_split_name:
         with training_args.main_process_first(desc="test preparation"):
             # The test split is always measured whole: --max_eval_samples only bounds evaluation during training.
             test_set, test_report = load_prepared_split(data_args.dataset_name, data_args.test_split_name,
                                                         feature_extractor, tokenizer, **dict(load, max_samples=None))
         logger.info(test_report.summary("test"))
-        splits.append((data_args.test_split_name, test_set))
+        splits.append((data_args.test_split_name, test_set, test_report))
 
     records = {}
-    for split_name, dataset in splits:
+    for split_name, dataset, _ in splits:
         metrics = trainer.evaluate(dataset, metric_key_prefix=split_name)
         trainer.log_metrics(split_name, metrics)
         rates = {d: {"wer": metrics[f"{split_name}_wer_d{d}"], "cer": metrics[f"{split_name}_cer_d{d}"]}
@@ -204,13 +223,14 @@ def main(argv=None):
         model = trainer.model
         schedule = model.pruning_schedule()
         # The last split given (test when there is one) is the headline; all splits are kept in the file.
-        headline_split = splits[-1][0]
+        headline_split, headline_set, headline_report = splits[-1]
         record = write_per_depth_metrics(
             os.path.join(training_args.output_dir, "per_depth_metrics.json"), model, records[headline_split],
             headline_split, schedule,
-            extra={"utterances": len(splits[-1][1]),
+            extra={"utterances": len(headline_set), **headline_report.scoring_record(),
                    "all_splits": {s: {str(d): {k: round(100 * v, 2) for k, v in r.items()} for d, r in rates.items()}
                                   for s, rates in records.items()},
+                   "scoring": {s: report.scoring_record() for s, _, report in splits},
                    "train_hours": round(train_report.hours, 3)})
         print(format_depth_table(record))
         best = best_wer_per_depth(trainer.state.log_history, trainer.eval_depths)
