@@ -1,25 +1,69 @@
 """Command line: `hf-prunable-ctc <command>` or `python -m hf_prunable_ctc <command>`.
 
-    summary     per-depth parameters and output shapes of a saved model (or a random one from a config)
-    transcribe  transcribe audio files at a chosen depth
-    prune       prune a saved model to a depth and save it (weights shrink in proportion)
-    publish     write a Hub repo folder (weights, code, processor, model card with per-depth results) and upload
-                it when a token and the network are there (--dry_run: write and describe only)
+examples:
+  hf-prunable-ctc summary --model model_cards/prunable-ctc-small-synth
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --depth 4
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth speech.flac --json
+  hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
+  hf-prunable-ctc publish runs/my-model runs/my-model-hub --repo_id you/my-model \\
+      --card_info training/cards/reference.json --dry_run
 """
 
 import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch
+
+# Strategies that need no data; "greedy" and "svcca" search on labelled dev data: run
+# training/evaluate_depths.py --store_schedule <strategy>, and the stored schedule becomes the model's default.
+DATA_FREE_STRATEGIES = ("top", "uniform", "every_other")
+STRATEGY_HELP = ("which layers a depth keeps: top (first k), uniform/every_other (evenly spaced); default: the "
+                 "schedule stored in the model's config, else top. greedy and svcca need data: store their schedule "
+                 "with training/evaluate_depths.py --store_schedule")
+# What load_audio (libsndfile) decodes; other files in a folder (metadata.csv, README) are skipped.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
+
+
+class CommandError(Exception):
+    """A bad argument or input, reported as one `error: ...` line and exit code 2."""
+
+
+def resolve_model(path: str) -> str:
+    """`path` if it is a model folder; a Hub id is passed through; anything that looks like a path fails at once.
+
+    A missing folder would otherwise be taken for a Hub id and retried against the network for half a minute.
+    """
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise CommandError(f"{path!r} is a folder without config.json: not a saved model")
+        return path
+    parts = path.split("/")
+    looks_like_a_path = (path.startswith((".", "/", "~")) or "\\" in path or len(parts) > 2 or path.endswith("/")
+                         or os.path.exists(path) or (len(parts) == 2 and os.path.isdir(parts[0])))
+    if looks_like_a_path:
+        raise CommandError(f"no such model folder: {path!r}")
+    return path  # a Hub id such as "you/model": from_pretrained downloads it or finds it in the cache
 
 
 def load_model(path: str):
     from . import PrunableCTCForCTC
 
-    return PrunableCTCForCTC.from_pretrained(path).eval()
+    return PrunableCTCForCTC.from_pretrained(resolve_model(path)).eval()
+
+
+def layers_for_depth(model, depth: Optional[int], strategy: Optional[str]) -> Optional[List[int]]:
+    """The layers `--depth`/`--strategy` select, or None for all layers; the model's own ValueError if invalid."""
+    from .pruning import validate_depth
+
+    if depth is None:
+        if strategy is not None:
+            raise CommandError("--strategy chooses the layers of a --depth: give --depth too")
+        return None
+    validate_depth(depth, model.config.num_hidden_layers)
+    return model.pruning_schedule(strategy)[depth]
 
 
 def summary(args) -> None:
@@ -50,41 +94,78 @@ def summary(args) -> None:
             print(f"{depth:>5}  {str(layers):<24} {parameters:>12,d}  {parameters * 4 / 2**20:8.2f}  {shape}")
 
 
-def transcribe(args) -> None:
+def audio_files(arguments: List[str]) -> Iterator[str]:
+    """Files named on the command line as given, and the audio files under named folders (recursive, sorted)."""
+    for argument in arguments:
+        if not os.path.isdir(argument):
+            yield argument
+            continue
+        found = sorted(os.path.join(root, name) for root, _, names in os.walk(argument) for name in names
+                       if name.lower().endswith(AUDIO_SUFFIXES))
+        if not found:
+            raise CommandError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in folder {argument!r}")
+        yield from found
+
+
+def transcribe(args) -> int:
     from transformers import AutoFeatureExtractor, AutoTokenizer
+    from tqdm.auto import tqdm
 
     from .audio import load_audio
 
     model = load_model(args.model)
-    extractor = AutoFeatureExtractor.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    layers = model.pruning_schedule(args.strategy)[args.depth] if args.depth else None
-    for path in args.audio:
-        audio = load_audio(path, sampling_rate=extractor.sampling_rate)
-        inputs = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
-        with torch.no_grad():
-            ids = model(inputs["input_features"], inputs["attention_mask"], layers=layers).logits.argmax(-1)[0]
-        print(f"{path}\t{tokenizer.decode(ids.tolist())}")
+    source = resolve_model(args.model)
+    extractor = AutoFeatureExtractor.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    layers = layers_for_depth(model, args.depth, args.strategy)
+    files = list(audio_files(args.audio))
+    # Audio shorter than one output frame cannot yield a token: its transcript is empty, whatever the front end.
+    min_samples = model.config.inputs_to_logits_ratio
+    failed = 0
+    for path in tqdm(files, desc="transcribing", unit="file", file=sys.stderr, disable=len(files) < 10):
+        try:
+            audio = load_audio(path, sampling_rate=extractor.sampling_rate)
+            if len(audio) < min_samples:
+                text = ""
+            else:
+                inputs = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+                with torch.no_grad():
+                    ids = model(inputs["input_features"], inputs["attention_mask"], layers=layers).logits.argmax(-1)
+                text = tokenizer.decode(ids[0].tolist())
+        except (ValueError, OSError, RuntimeError) as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "error": str(error)}), flush=True)
+            continue
+        print(json.dumps({"path": path, "text": text}) if args.json else f"{path}\t{text}", flush=True)
+    if failed:
+        print(f"error: {failed} of {len(files)} files could not be transcribed", file=sys.stderr)
+        return 2
+    return 0
 
 
 def prune(args) -> None:
-    import shutil
+    from .hub.pruned_folder import save_pruned
 
     model = load_model(args.model)
     before = model.config.num_hidden_layers
-    model.prune_to(args.depth, strategy=args.strategy)
-    model.save_pretrained(args.output_dir)
-    for name in os.listdir(args.model):  # tokenizer, feature extractor, card: everything but the model itself
-        if name.endswith((".json", ".txt", ".md", ".png")) and name not in ("config.json",) and \
-                not os.path.exists(os.path.join(args.output_dir, name)):
-            shutil.copy(os.path.join(args.model, name), args.output_dir)
+    layers = layers_for_depth(model, args.depth, args.strategy)
+    model.prune_layers(layers)
+    card_kwargs = None
+    if args.card_info:
+        with open(args.card_info) as f:
+            card_kwargs = json.load(f)
+    save_pruned(model, None, args.output_dir, source=resolve_model(args.model), strategy=args.strategy,
+                card_kwargs=card_kwargs)
     print(f"pruned {before} -> {args.depth} layers (kept original layers {model.config.kept_layers}); "
           f"saved to {args.output_dir}")
 
 
 def publish(args) -> None:
-    from .publish import outcome, publish as publish_folder
+    from .publish import check_model_folder, outcome, publish as publish_folder
 
+    check_model_folder(args.model)
     with open(args.card_info) as f:
         card_kwargs = json.load(f)
     result = publish_folder(args.model, args.output_dir, args.repo_id, card_kwargs, depth=args.depth,
@@ -97,38 +178,60 @@ def publish(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prunable-ctc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    p = commands.add_parser("summary", help="per-depth parameters and output shapes")
-    p.add_argument("--model", help="saved model folder; default: a random model")
-    p.add_argument("--config", help="JSON of PrunableCTCConfig fields for the random model")
-    p.add_argument("--strategy", help="pruning strategy (default: the model's schedule, else top)")
-    p.add_argument("--seconds", type=float, default=4.0, help="length of the random input, seconds")
+    p = commands.add_parser("summary", help="per-depth layers, parameters and output shapes of a model",
+                            description="Per-depth layers, parameters and output shapes of a saved model (or a "
+                                        "random one).\nexample: hf-prunable-ctc summary --model pruned-4",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="saved model folder or Hub id; default: a random model")
+    p.add_argument("--config", help="JSON file of PrunableCTCConfig fields for the random model")
+    p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
+    p.add_argument("--seconds", type=float, default=4.0, help="length of the random input in seconds (default 4)")
     p.set_defaults(run=summary)
 
-    p = commands.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("model")
-    p.add_argument("audio", nargs="+")
+    p = commands.add_parser("transcribe", help="transcribe audio files and folders at a chosen depth",
+                            description="Print one line per audio file: path<TAB>text (or JSON lines with "
+                                        "--json). Files that fail get an error line on stderr; the exit code is 2 "
+                                        "if any failed.\nexample: hf-prunable-ctc transcribe "
+                                        "model_cards/prunable-ctc-small-synth data/demo/test --depth 4",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="saved model folder or Hub id")
+    p.add_argument("audio", nargs="+", help="audio files, or folders searched recursively for audio files")
     p.add_argument("--depth", type=int, help="number of layers to run (default: all)")
-    p.add_argument("--strategy", help="which layers a depth keeps (default: the model's schedule, else top)")
+    p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
+    p.add_argument("--json", action="store_true", help='print JSON lines {"path", "text"} (or {"path", "error"})')
     p.set_defaults(run=transcribe)
 
-    p = commands.add_parser("prune", help="prune a saved model and save the smaller one")
-    p.add_argument("model")
-    p.add_argument("output_dir")
-    p.add_argument("--depth", type=int, required=True)
-    p.add_argument("--strategy")
+    p = commands.add_parser("prune", help="prune a saved model to a depth and save the smaller one",
+                            description="Prune a saved model to --depth layers and save it with its tokenizer, "
+                                        "feature extractor, its own schedule and card.\nexample: hf-prunable-ctc "
+                                        "prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="saved model folder or Hub id")
+    p.add_argument("output_dir", help="new or empty folder (or one this command wrote before)")
+    p.add_argument("--depth", type=int, required=True, help="number of layers to keep")
+    p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
+    p.add_argument("--card_info", help="JSON as for publish: a full card with the per-depth results of the model "
+                                       "folder (default: a short card with layers, parameters and origin)")
     p.set_defaults(run=prune)
 
-    p = commands.add_parser("publish", help="write (and upload) a Hub repo folder with a model card")
+    p = commands.add_parser("publish", help="write (and upload) a Hub repo folder with a per-depth model card",
+                            description="Write the folder a Hub repo holds (weights, code, processor, card with "
+                                        "per-depth results) and upload it when a token and the network are there."
+                                        "\nexample: hf-prunable-ctc publish runs/my-model runs/my-model-hub "
+                                        "--repo_id you/my-model --card_info training/cards/reference.json "
+                                        "--dry_run",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="trained model folder (with depth_report.json or per_depth_metrics.json)")
-    p.add_argument("output_dir")
-    p.add_argument("--repo_id", required=True)
+    p.add_argument("output_dir", help="new or empty folder (or one publish wrote before); never the model folder")
+    p.add_argument("--repo_id", required=True, help="Hub repo to upload to, e.g. you/prunable-ctc-small")
     p.add_argument("--card_info", required=True, help="JSON: model_name, dataset_name, dataset_type, "
-                   "training_command, and optionally summary, training, limitations, datasets, license")
-    p.add_argument("--depth", type=int, help="publish a variant pruned to this depth")
-    p.add_argument("--strategy", help="strategy choosing the layers of --depth (default: the stored schedule)")
-    p.add_argument("--dry_run", action="store_true")
+                   "training_command, and optionally summary, training, limitations, results_note, datasets, "
+                   "license")
+    p.add_argument("--depth", type=int, help="publish a variant pruned to this depth, with its own card")
+    p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
+    p.add_argument("--dry_run", action="store_true", help="write and list the folder, do not upload")
     p.set_defaults(run=publish)
     return parser
 
@@ -136,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+        return args.run(args) or 0
+    except (CommandError, ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0

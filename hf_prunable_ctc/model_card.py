@@ -7,6 +7,7 @@ Hub's grouping key, so all depths survive (putting the depth in `dataset_args` w
 
 import json
 import os
+from importlib import resources
 from typing import Dict, List, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -14,7 +15,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .configuration_prunable_ctc import PrunableCTCConfig
 from .pruning import default_schedule
 
-TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards", "template.md")
+# Package data, so that cards can be written from a regular (non-editable) install too.
+TEMPLATE = resources.files("hf_prunable_ctc") / "templates" / "model_card.md"
 TAGS = ["ctc", "speech", "layer-pruning", "intermediate-ctc", "stochastic-depth", "prunable-ctc", "hf-prunable-ctc"]
 
 
@@ -82,12 +84,29 @@ def depth_table(rows: List[dict], hardware: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+def pruned_note(config: PrunableCTCConfig, measured: PrunableCTCConfig, pruned_from: str,
+                strategy: Optional[str] = None) -> str:
+    """One paragraph saying what a pruned model is: its layers, the model and depth it came from, no fine-tuning."""
+    how = f"with the `{strategy}` strategy" if strategy else "with the source model's stored pruning schedule"
+    return (f"**Pruned variant:** {config.num_hidden_layers} encoder layers, pruned from `{pruned_from}` "
+            f"({measured.num_hidden_layers} layers) at depth {config.num_hidden_layers} {how}, keeping its layers "
+            f"{', '.join(map(str, config.kept_layers))} (numbered as in the originally trained model). The weights "
+            f"are those layers of the source model, **not fine-tuned** after pruning; the results below were "
+            f"measured with the source model running exactly these layers.")
+
+
 def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset_type: str,
                      training_command: str, summary: str = "", training: str = "", limitations: str = "",
                      results_note: str = "", repo_id: Optional[str] = None, license: str = "apache-2.0",
-                     datasets: Optional[List[str]] = None, results_dir: Optional[str] = None) -> ModelCard:
+                     datasets: Optional[List[str]] = None, results_dir: Optional[str] = None,
+                     pruned_from: Optional[str] = None, pruning_strategy: Optional[str] = None) -> ModelCard:
     """A `ModelCard` for the model in `model_dir`, with per-depth results and plots from `results_dir`
-    (default `model_dir`; for a pruned copy, the folder of the model that was measured)."""
+    (default `model_dir`; for a pruned copy, the folder of the model that was measured).
+
+    When the model in `model_dir` has fewer layers than the measured one, the card describes a pruned variant:
+    its own depths only, a note naming `pruned_from` (default: `model_name`) and `pruning_strategy`, no plots
+    (they show the source model), and the texts of `summary`/`training` marked as the source model's.
+    """
     config = PrunableCTCConfig.from_pretrained(model_dir)
     schedule = default_schedule(config)
     results_dir = results_dir or model_dir
@@ -102,17 +121,26 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
 
     results = depth_results(results_dir, schedule, translate)
     if not results["rows"]:
-        raise ValueError(f"no per-depth results in {model_dir} match the model's pruning schedule")
+        raise ValueError(f"no per-depth results in {results_dir} match the pruning schedule of the model in "
+                         f"{model_dir}: re-run training/evaluate_depths.py on it")
+    pruned = config.num_hidden_layers < measured.num_hidden_layers
+    note = pruned_note(config, measured, pruned_from or model_name, pruning_strategy) if pruned else ""
+    if pruned:
+        summary = f"The model it was pruned from: {summary}" if summary else ""
+        # The caller's results note describes the source model's depths; this card's table is a subset.
+        results_note = ""
+        model_name = (repo_id.split("/")[-1] if repo_id else
+                      f"{model_name} pruned to {config.num_hidden_layers} layers")
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="automatic-speech-recognition",
         tags=TAGS, license=license, language=["en"], datasets=datasets, metrics=["wer", "cer"],
         eval_results=eval_results(results["rows"], dataset_name, dataset_type, results["split"]),
     )
-    plots = [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
-             if os.path.exists(os.path.join(results_dir, name))]
+    plots = [] if pruned else [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
+                               if os.path.exists(os.path.join(results_dir, name))]
     return ModelCard.from_template(
-        card_data, template_path=TEMPLATE, model_name=model_name, summary=summary,
-        encoder_type=config.encoder_type, num_layers=config.num_hidden_layers,
+        card_data, template_str=TEMPLATE.read_text(encoding="utf-8"), model_name=model_name, summary=summary,
+        pruned_note=note, encoder_type=config.encoder_type, num_layers=config.num_hidden_layers,
         interctc_layers=config.interctc_layers, interctc_weight=config.interctc_weight,
         stochastic_depth_rate=config.stochastic_depth_rate,
         stochastic_depth_schedule=config.stochastic_depth_schedule,
@@ -122,5 +150,46 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
         repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule
                                                        else "none, so the first k layers"),
+        example_depth=max(1, config.num_hidden_layers // 2),
         training=training, training_command=training_command, limitations=limitations,
     )
+
+
+def basic_pruned_card(model_dir: str, source_dir: str, source_name: Optional[str] = None,
+                      strategy: Optional[str] = None) -> ModelCard:
+    """A short card for a pruned model when no card information (dataset, training command) is at hand.
+
+    States what the model is (its layers and parameters per depth, where it came from, not fine-tuned) and, when
+    the source folder has per-depth results, the WER/CER it measured for this model's layers.
+    """
+    from .modeling_prunable_ctc import PrunableCTCForCTC
+
+    config = PrunableCTCConfig.from_pretrained(model_dir)
+    measured = PrunableCTCConfig.from_pretrained(source_dir)
+    model = PrunableCTCForCTC.from_pretrained(model_dir)
+    schedule = default_schedule(config)
+    to_original = {i: original for i, original in enumerate(measured.kept_layers, start=1)}
+    to_here = {original: i for i, original in enumerate(config.kept_layers, start=1)}
+    try:
+        results = depth_results(source_dir, schedule, lambda layers: (
+            None if None in (mapped := [to_here.get(to_original[i]) for i in layers]) else mapped))
+        rows = {row["depth"]: row for row in results["rows"]}
+        where = f" (greedy decoding, `{results['split']}` split, measured on the source model)"
+    except FileNotFoundError:
+        rows, where = {}, ""
+    lines = ["| layers kept | which | parameters | WER % | CER % |", "|---:|---|---:|---:|---:|"]
+    for depth, layers in schedule.items():
+        row = rows.get(depth)
+        scores = f"{row['wer']:.1f} | {row['cer']:.1f}" if row else "not measured | not measured"
+        lines.append(f"| {depth} | {','.join(map(str, layers))} | {model.count_parameters(layers=layers):,} | "
+                     f"{scores} |")
+    name = os.path.basename(os.path.abspath(model_dir))
+    data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition", tags=TAGS)
+    text = "\n\n".join([
+        f"---\n{data.to_yaml()}\n---", f"# {name}",
+        pruned_note(config, measured, source_name or os.path.abspath(source_dir), strategy),
+        f"## Depths{where}", "\n".join(lines),
+        "Per-depth results for a dataset of your own: `python training/evaluate_depths.py --model <this folder> "
+        "--data_dir <corpus> --split test` in a checkout of hf-prunable-ctc.",
+    ])
+    return ModelCard(text + "\n")

@@ -1,0 +1,89 @@
+"""Issue 14 items 3, 6, 7, 8, 12: `transcribe` on folders and bad files, depth errors, short audio, help."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import tiny_model
+from hf_prunable_ctc.cli import build_parser, main
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.vocabulary import make_tokenizer
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    tokenizer = make_tokenizer()
+    tiny_model(num_mel_bins=80, vocab_size=len(tokenizer)).save_pretrained(tmp_path / "model")
+    save_processor(make_feature_extractor(), tokenizer, tmp_path / "model")
+    return tmp_path / "model"
+
+
+def noise(path, samples=16000, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.1 * np.random.default_rng(seed).standard_normal(samples)).astype(np.float32), 16000)
+    return path
+
+
+def test_folder_is_searched_recursively_in_sorted_order_and_other_files_skipped(model_dir, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    for name in ("b.wav", "a.flac", "sub/c.wav"):
+        noise(corpus / name)
+    (corpus / "metadata.csv").write_text("file_name,text\n")
+    assert main(["transcribe", str(model_dir), str(corpus), "--depth", "1"]) == 0
+    paths = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert paths == [str(corpus / "a.flac"), str(corpus / "b.wav"), str(corpus / "sub" / "c.wav")]
+
+
+def test_bad_file_gets_an_error_line_and_later_files_are_still_transcribed(model_dir, tmp_path, capsys):
+    good = noise(tmp_path / "good.wav")
+    bad = tmp_path / "metadata.csv"
+    bad.write_text("not audio")
+    assert main(["transcribe", str(model_dir), str(bad), str(good), "--json"]) == 2
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert lines[0]["path"] == str(bad) and "error" in lines[0]
+    assert lines[1]["path"] == str(good) and isinstance(lines[1]["text"], str)
+    assert f"error: {bad}" in captured.err and "1 of 2 files could not be transcribed" in captured.err
+
+
+def test_audio_shorter_than_a_frame_gives_an_empty_transcript(model_dir, tmp_path, capsys):
+    short = noise(tmp_path / "short.wav", samples=200)
+    assert main(["transcribe", str(model_dir), str(short)]) == 0
+    assert capsys.readouterr().out == f"{short}\t\n"
+
+
+@pytest.mark.parametrize("depth", ["12", "0"])
+def test_depth_outside_the_model_is_the_models_value_error(model_dir, tmp_path, capsys, depth):
+    audio = noise(tmp_path / "a.wav")
+    assert main(["transcribe", str(model_dir), str(audio), "--depth", depth]) == 2
+    assert f"depth must be in [1, 4] (the model has 4 layers), got {depth}" in capsys.readouterr().err
+
+
+def test_strategies_that_need_data_are_not_offered(capsys):
+    with pytest.raises(SystemExit):
+        main(["transcribe", "m", "a.wav", "--depth", "2", "--strategy", "greedy"])
+    assert "invalid choice: 'greedy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["transcribe", "prune"])
+def test_missing_model_folder_is_reported_at_once(tmp_path, capsys, command):
+    missing = str(tmp_path / "runs" / "nothing")
+    argv = [command, missing, str(tmp_path / "x")] + (["--depth", "1"] if command == "prune" else [])
+    assert main(argv) == 2
+    assert f"no such model folder: {missing!r}" in capsys.readouterr().err
+
+
+def test_help_lists_each_command_once_with_an_example_and_every_argument_has_help():
+    parser = build_parser()
+    text = parser.format_help()
+    for command in ("summary", "transcribe", "prune", "publish"):
+        assert text.count(f"hf-prunable-ctc {command} ") >= 1  # an example per command
+    assert "{summary,transcribe,prune,publish}" not in text  # listed once, with its help line
+    subparsers = parser._subparsers._group_actions[0]
+    for name, sub in subparsers.choices.items():
+        assert "example:" in sub.description, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.dest} has no help"
