@@ -24,6 +24,7 @@ import torch
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer
 
 from .audio import AudioDecodingError, load_audio
+from .features import num_feature_frames
 
 LABEL_PAD_ID = -100
 AUDIO_KEY = "audio"
@@ -41,7 +42,7 @@ class DataCollatorCTCWithPadding:
     extractor's rate; other keys (e.g. ``input_length``, ``text``) are ignored. Examples without ``"labels"``
     (inference) give a batch without labels. A batch must not mix the two kinds, nor labelled and unlabelled.
 
-    Audio that cannot be decoded, or whose features are not finite or have fewer than two frames, is left out of
+    Audio that cannot be decoded, has fewer than two feature frames or gives non-finite features is left out of
     the batch with a warning and counted in `skipped` (per reason, in the process that collated it: each
     dataloader worker keeps its own count). A batch in which no example is usable raises `ValueError`.
 
@@ -115,6 +116,9 @@ class DataCollatorCTCWithPadding:
                 continue
             if self.waveform_transform is not None:
                 samples = np.asarray(self.waveform_transform(samples, rate), dtype=np.float32)
+            if num_feature_frames(len(samples)) < 2:  # nothing to learn from, and some extractors fail on it
+                self._skip("too short audio", describe(source))
+                continue
             waveforms.append(np.asarray(samples, dtype=np.float32))
             kept.append(example)
         if waveforms:
@@ -123,12 +127,10 @@ class DataCollatorCTCWithPadding:
                                                   pad_to_multiple_of=self.pad_to_multiple_of,
                                                   return_attention_mask=True)
             values, mask = features["input_features"].to(torch.float32), features["attention_mask"].to(torch.long)
-            # The stock extractor returns NaN for a mel bin constant over the utterance (digital silence), and
-            # audio shorter than two frames has nothing to learn from.
-            usable = [bool(torch.isfinite(values[i][mask[i].bool()]).all()) and int(mask[i].sum()) >= 2
-                      for i in range(len(kept))]
+            # The stock extractor returns NaN for a mel bin constant over the utterance (digital silence).
+            usable = [bool(torch.isfinite(values[i][mask[i].bool()]).all()) for i in range(len(kept))]
             for i in (i for i, ok in enumerate(usable) if not ok):
-                self._skip("too short or silent audio", describe(kept[i][AUDIO_KEY]))
+                self._skip("non-finite features (silent audio?)", describe(kept[i][AUDIO_KEY]))
             if not all(usable):
                 index = torch.tensor([i for i, ok in enumerate(usable) if ok], dtype=torch.long)
                 kept = [example for example, ok in zip(kept, usable) if ok]

@@ -4,9 +4,11 @@
     python training/evaluate_depths.py --model runs/demo --dataset_name audiofolder --data_dir data/demo \
         --split test --search_split validation --output_dir runs/demo/report
 
-Data-driven strategies (greedy, svcca) search on `--search_split` (never the split being reported) and the
-resulting schedules are written next to the report; `--store_schedule greedy` also saves one into the model's
-config so `prune_to(k)` uses it by default.
+Data-driven strategies (greedy, svcca) search on `--search_split` (never the split being reported, unless
+`--allow_search_on_test`) and the resulting schedules are written next to the report; when the dataset has no such
+split, only the data-free strategies (top, uniform) run. `--store_schedule greedy` also saves one into the model's
+config so `prune_to(k)` uses it by default. Splits are checked before anything is loaded; the model runs on
+`--device` for the search and the report alike.
 """
 
 import argparse
@@ -19,7 +21,7 @@ from transformers import AutoFeatureExtractor, AutoTokenizer
 from hf_prunable_ctc import PrunableCTCForCTC
 from hf_prunable_ctc.depth_report import build_depth_report, svcca_of_layers, write_depth_report
 from hf_prunable_ctc.pruning_search import store_schedule
-from hf_prunable_ctc.speech_data import collated_batches, load_prepared_split
+from hf_prunable_ctc.speech_data import available_splits, collated_batches, load_prepared_split
 
 DATA_DRIVEN = ("greedy", "svcca")
 
@@ -31,7 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--data_dir")
     parser.add_argument("--split", default="test", help="split the report measures")
-    parser.add_argument("--search_split", default="validation", help="dev split for greedy / svcca")
+    parser.add_argument("--search_split", default="validation",
+                        help="dev split for greedy / svcca; must differ from --split")
+    parser.add_argument("--allow_search_on_test", action="store_true",
+                        help="allow --search_split to equal --split (the report then flatters the searched schedules)")
     parser.add_argument("--audio_column_name", default="audio")
     parser.add_argument("--text_column_name", default="transcription")
     parser.add_argument("--strategies", default="top,uniform,greedy,svcca")
@@ -49,9 +54,54 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def plan_strategies(strategies, split, search_split, splits, allow_search_on_test=False):
+    """The strategies to run and the search split to use (None: no data-driven strategy runs).
+
+    `splits` are the dataset's split names (None when they cannot be listed). Raises ValueError when `split` is
+    missing or `search_split` equals `split` without `allow_search_on_test`; drops data-driven strategies, saying so,
+    when `search_split` is missing.
+    """
+    if splits is not None and split not in splits:
+        raise ValueError(f"--split {split!r} is not in the dataset (splits: {', '.join(splits) or 'none'})")
+    data_driven = [s for s in strategies if s in DATA_DRIVEN]
+    if not data_driven:
+        return strategies, None
+    if search_split == split and not allow_search_on_test:
+        raise ValueError(f"--search_split equals --split ({split!r}): the searched schedules would be tuned on the "
+                         "data they are scored on. Give another --search_split, or --allow_search_on_test to do it "
+                         "anyway")
+    if splits is not None and search_split not in splits:
+        kept = [s for s in strategies if s not in DATA_DRIVEN]
+        print(f"no {search_split!r} split to search on (splits: {', '.join(splits)}): running only the data-free "
+              f"strategies {', '.join(kept) or '(none)'}, not {', '.join(data_driven)}; give --search_split to "
+              "search")
+        if not kept:
+            raise ValueError("no strategy left to run: add top or uniform to --strategies, or give --search_split")
+        return kept, None
+    return strategies, search_split
+
+
 def main(argv=None):
     args = parse_args(argv)
-    model = PrunableCTCForCTC.from_pretrained(args.model).eval()
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in DATA_DRIVEN + ("top", "uniform")]
+    if unknown:
+        raise SystemExit(f"evaluate_depths.py: error: unknown strategies {unknown}: choose from top, uniform, "
+                         "greedy, svcca")
+    # Checked before loading anything: a missing split should not cost a model load and a test-set pass.
+    try:
+        splits = available_splits(args.dataset_name, args.dataset_config_name, args.data_dir)
+        strategies, search_split = plan_strategies(strategies, args.split, args.search_split, splits,
+                                                   args.allow_search_on_test)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"evaluate_depths.py: error: {error}") from None
+    if args.store_schedule and args.store_schedule not in strategies:
+        raise SystemExit("evaluate_depths.py: error: "
+                         f"--store_schedule {args.store_schedule}: that strategy does not run "
+                         f"(running: {', '.join(strategies)})")
+    device = torch.device(args.device)
+    # On the device before the search: greedy and SVCCA run many forward passes.
+    model = PrunableCTCForCTC.from_pretrained(args.model).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     extractor = AutoFeatureExtractor.from_pretrained(args.model)
     data = dict(data_dir=args.data_dir, dataset_config_name=args.dataset_config_name,
@@ -62,13 +112,14 @@ def main(argv=None):
     print(report.summary(args.split))
     batches = collated_batches(dataset, extractor, tokenizer, args.batch_size)
 
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     search_batches = None
-    if any(s in DATA_DRIVEN for s in strategies):
-        search_set, search_report = load_prepared_split(args.dataset_name, args.search_split, extractor, tokenizer,
+    if search_split is not None:
+        search_set, search_report = load_prepared_split(args.dataset_name, search_split, extractor, tokenizer,
                                                         max_samples=args.max_search_samples, **data)
-        print(search_report.summary(args.search_split))
-        search_batches = collated_batches(search_set, extractor, tokenizer, args.batch_size)
+        print(search_report.summary(search_split))
+        search_batches = [{k: v.to(device) for k, v in b.items()}
+                          for b in collated_batches(search_set, extractor, tokenizer, args.batch_size)]
     schedules = {}
     for strategy in strategies:
         kwargs = {"batches": search_batches, "progress": True} if strategy in DATA_DRIVEN else {}
@@ -80,9 +131,6 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "pruning_schedules.json"), "w") as f:
         json.dump({s: {str(k): v for k, v in sched.items()} for s, sched in schedules.items()}, f, indent=2)
 
-    device = torch.device(args.device)
-    model.to(device)
-    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     dataset_label = args.data_dir if args.dataset_name == "audiofolder" else args.dataset_name
     report = build_depth_report(model, batches, tokenizer, schedules, dataset=dataset_label, split=args.split,
                                 rtf_utterances=args.rtf_utterances, repeats=args.repeats)
