@@ -62,9 +62,10 @@ def test_split_speakers_is_speaker_disjoint_and_keeps_engine_twins_together():
     for twin in ("cmu-kal", "cmu-slt"):  # flite and festival voices of one speaker share a split
         homes = [split for split, vs in splits.items() if any(v.speaker == twin for v in vs)]
         assert len(homes) == 1 and sum(v.speaker == twin for v in splits[homes[0]]) == 2
-    # every stratum (accent, CMU speakers) is represented in the held-out splits
+    # every stratum with at least 3 speakers (accent, CMU, MBROLA speakers) is represented in the held-out splits;
+    # the two CSTR speakers (festival rab, don) are too few to give one away
     for split in ("validation", "test"):
-        assert {v.stratum for v in splits[split]} == {"en-us", "en-gb", "cmu"}
+        assert {v.stratum for v in splits[split]} == {"en-us", "en-gb", "cmu", "mbrola"}
 
 
 def test_split_speakers_needs_three_speakers():
@@ -139,6 +140,107 @@ def test_festival_script_quotes_text(tmp_path):
     script = mc.festival_script([utterance], [tmp_path / "0.wav"])
     assert "(voice_kal_diphone)" in script and "Duration_Stretch 0.8000" in script
     assert '(SynthText "say \\"hi\\" \\\\ now")' in script
+
+
+# ------------------------------------------------------------------------------------------- held-out splits
+
+UNSEEN_TEXT = [
+    mc.Sentence(text, mc.clean_sentence(text), "other")
+    for text in ["Quantum lizards juggle purple violins.", "The cat sat on the mat.", "Seven zebras waltzed quietly.",
+                 "Bring the water home.", "Our kettle whistles at dawn."]
+]
+
+
+def test_hold_out_voices_takes_whole_speakers_across_engines():
+    voices = mc.all_voices()
+    seen, unseen = mc.hold_out_voices(voices, ["flite"])
+    held = {(v.engine, v.voice) for v in unseen}
+    # flite's speakers leave with their festival twins, so their vocal tracts are not heard in training
+    assert {("flite", "kal16"), ("festival", "kal_diphone"), ("festival", "cmu_us_slt_arctic_hts")} <= held
+    assert not {v.speaker for v in seen} & {v.speaker for v in unseen}
+    assert len(seen) + len(unseen) == len(voices)
+    _, mbrola = mc.hold_out_voices(voices, ["mbrola"])
+    assert {(v.engine, v.voice) for v in mbrola} == {
+        ("espeak-ng", f"mb-{n}") for n in ("en1", "us1", "us2", "us3")} | {
+        ("festival", f"{n}_mbrola") for n in ("en1", "us1", "us2", "us3")}
+    _, diphones = mc.hold_out_voices(voices, ["festival-diphone", "cmu-awb"])
+    assert {v.speaker for v in diphones} == {"cmu-kal", "cmu-ked", "cstr-rab", "cstr-don", "cmu-awb"}
+    with pytest.raises(mc.CorpusSettingsError, match="'klingon' matches none"):
+        mc.hold_out_voices(voices, ["klingon"])
+    with pytest.raises(mc.CorpusSettingsError, match="holds out every voice"):
+        mc.hold_out_voices(voices, ["espeak-ng", "flite", "festival"])
+    assert mc.hold_out_voices(voices, []) == (voices, [])
+
+
+def _mixed_voices():
+    voices = [_voice(f"espeak-ng:en-us+{v}") for v in ("f1", "f2", "f3", "m1", "m2", "m3", "m4")]
+    voices += [mc.Voice("cmu-kal", "flite", "kal16", "cmu"), mc.Voice("cmu-kal", "festival", "kal_diphone", "cmu"),
+               mc.Voice("cmu-slt", "flite", "slt", "cmu"), mc.Voice("cstr-rab", "festival", "rab_diphone", "cstr")]
+    return voices
+
+
+def test_plan_with_unseen_engine_and_unseen_text_splits():
+    seen, unseen = mc.hold_out_voices(_mixed_voices(), ["flite"])
+    plan = mc.plan_corpus(SENTENCES, seen, hours=None, max_utterances=14, seed=2, unseen_engine_voices=unseen,
+                          unseen_engine_size=2, unseen_text_sentences=UNSEEN_TEXT, unseen_text_size=3)
+    by_split = {split: [u for u in plan if u.split == split] for split in mc.ALL_SPLITS}
+    assert {split: len(us) for split, us in by_split.items()} == {
+        "train": 7, "validation": 1, "test": 1, "test_unseen_engine": 2, "test_unseen_text": 3}
+    assert {u.voice.speaker for u in by_split["test_unseen_engine"]} <= {"cmu-kal", "cmu-slt"}
+    others = [u for u in plan if u.split != "test_unseen_engine"]
+    assert not {u.voice.speaker for u in others} & {"cmu-kal", "cmu-slt"}
+    # unseen text: training speakers, sentences that are in no training source (two of UNSEEN_TEXT are)
+    assert {u.voice.speaker for u in by_split["test_unseen_text"]} <= {v.speaker for v in seen}
+    assert {u.transcript for u in by_split["test_unseen_text"]} == {
+        "QUANTUM LIZARDS JUGGLE PURPLE VIOLINS", "SEVEN ZEBRAS WALTZED QUIETLY", "OUR KETTLE WHISTLES AT DAWN"}
+    transcripts = {split: {u.transcript for u in us} for split, us in by_split.items()}
+    for a in mc.ALL_SPLITS:
+        for b in mc.ALL_SPLITS:
+            assert a == b or not transcripts[a] & transcripts[b], (a, b)
+
+
+def test_unseen_text_leaves_the_base_plan_unchanged():
+    voices = _mixed_voices()
+    sizes = dict(hours=None, validation_size=1, test_size=1, seed=5)
+    base = mc.plan_corpus(SENTENCES, voices, max_utterances=12, **sizes)
+    with_text = mc.plan_corpus(SENTENCES, voices, max_utterances=15, unseen_text_sentences=UNSEEN_TEXT,
+                               unseen_text_size=3, **sizes)
+    assert [u for u in with_text if u.split in mc.SPLITS] == base
+    assert not {u.split for u in base} & set(mc.HELD_OUT_SPLITS)
+    with pytest.raises(mc.CorpusSettingsError, match="cannot fill test_unseen_text"):
+        mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=20, unseen_text_sentences=UNSEEN_TEXT,
+                       unseen_text_size=4)
+
+
+def test_parse_args_held_out_options():
+    settings = mc.parse_args(["--output_dir", "x", "--unseen_engines", "flite", "festival:rab_diphone",
+                              "--unseen_text_sources", "wordnet", "--unseen_text_size", "50"])
+    assert settings["unseen_engines"] == ["flite", "festival:rab_diphone"]
+    assert settings["unseen_text_sources"] == ["wordnet"] and settings["unseen_text_size"] == 50
+    assert mc.parse_args(["--output_dir", "x"])["unseen_engines"] == []
+
+
+def test_readme_says_which_voices_and_texts_went_where_and_keeps_a_handwritten_readme(tmp_path):
+    seen, unseen = mc.hold_out_voices(_mixed_voices(), ["flite"])
+    plan = mc.plan_corpus(SENTENCES, seen, hours=None, max_utterances=14, seed=2, unseen_engine_voices=unseen,
+                          unseen_engine_size=2, unseen_text_sentences=UNSEEN_TEXT, unseen_text_size=3)
+    path = mc.write_corpus_readme(plan, tmp_path, {"seed": 2})
+    assert path == tmp_path / "README.md"
+    text = path.read_text()
+    engine_line = next(line for line in text.splitlines() if line.startswith("- `test_unseen_engine` ("))
+    assert "cmu-kal" in engine_line or "cmu-slt" in engine_line
+    train_line = next(line for line in text.splitlines() if line.startswith("- `train` ("))
+    assert "festival `rab_diphone` (cstr-rab)" in train_line and "en-us " in train_line and "flite" not in train_line
+    text_line = next(line for line in text.splitlines() if line.startswith("- `test_unseen_text`: other 3"))
+    assert "100% of its utterances have at least one such word" in text_line
+    mc.write_corpus_readme(plan, tmp_path, {"seed": 3})  # its own README: rewritten
+    assert '"seed": 3' in path.read_text()
+
+    handwritten = tmp_path / "mine"
+    handwritten.mkdir()
+    (handwritten / "README.md").write_text("# My corpus\n")
+    assert mc.write_corpus_readme(plan, handwritten, {}) == handwritten / "README.make_corpus.md"
+    assert (handwritten / "README.md").read_text() == "# My corpus\n"
 
 
 # ------------------------------------------------------------------------------------------- missing synthesisers
@@ -225,6 +327,43 @@ def test_cmu_voices_in_batches(tmp_path):
     assert result["synthesis"]["failed"] == []
     rows = [row for split_rows in _rows(tmp_path).values() for row in split_rows]
     assert len(rows) == 8 and all(float(row["duration"]) > 0.3 for row in rows)
+
+
+needs_all_engines = pytest.mark.skipif(
+    any(shutil.which(name) is None for name in ("espeak-ng", "flite", "festival")),
+    reason="espeak-ng, flite and festival are not all installed (" + mc.APT_INSTALL_ALL + ")")
+
+
+@needs_all_engines
+def test_corpus_with_held_out_splits(tmp_path):
+    result = mc.make_corpus(tmp_path, hours=None, max_utterances=9, voices=["espeak-ng:en-us+*", "flite:*"],
+                            sentences=SENTENCES, unseen_sentences=UNSEEN_TEXT, unseen_engines=["flite"],
+                            test_size=2, validation_size=1, unseen_engine_size=2, unseen_text_size=2, seed=0,
+                            progress=False, log=lambda line: None)
+    assert result["synthesis"]["failed"] == []
+    rows = _rows(tmp_path)
+    assert {split: len(r) for split, r in rows.items()} == {
+        "train": 2, "validation": 1, "test": 2, "test_unseen_engine": 2, "test_unseen_text": 2}
+    assert {row["engine"] for row in rows["test_unseen_engine"]} == {"flite"}
+    assert all(row["engine"] == "espeak-ng" for split in mc.SPLITS for row in rows[split])
+    for row in rows["test_unseen_engine"] + rows["test_unseen_text"]:
+        assert float(row["duration"]) > 0.3
+    readme = (tmp_path / "README.md").read_text()
+    assert "test_unseen_engine" in readme and "flite `" in readme and "test_unseen_text" in readme
+
+
+@pytest.mark.skipif(shutil.which("mbrola") is None or not os.path.isdir("/usr/share/mbrola/us1")
+                    or shutil.which("festival") is None or shutil.which("espeak-ng") is None,
+                    reason="MBROLA voices are not installed (Debian contrib/non-free: " + mc.APT_INSTALL_ALL + ")")
+def test_mbrola_and_cstr_voices_synthesise(tmp_path):
+    voices, _ = mc.available_voices(patterns=["mbrola-*", "cstr-*"])
+    assert {(v.engine, v.voice) for v in voices} >= {("espeak-ng", "mb-us1"), ("festival", "us1_mbrola")}
+    result = mc.make_corpus(tmp_path, hours=None, max_utterances=8, voices=["mbrola-*", "cstr-*"],
+                            sentences=SENTENCES, seed=0, progress=False, log=lambda line: None)
+    assert result["synthesis"]["failed"] == []
+    rows = [row for split_rows in _rows(tmp_path).values() for row in split_rows]
+    assert len(rows) == 8 and all(float(row["duration"]) > 0.3 for row in rows)
+    assert {row["engine"] for row in rows} == {"espeak-ng", "festival"}
 
 
 # -------------------------------------------------------------------------------------------------- bundled demo

@@ -3,16 +3,23 @@
     python training/make_corpus.py --output_dir corpora/synth-1h --hours 1
     python training/make_corpus.py --demo            # regenerates the bundled data/demo corpus
 
-Voices: espeak-ng (8 English accents x variants), flite (kal16, slt, rms, awb) and festival (kal_diphone,
-ked_diphone, cmu_us_slt_arctic_hts), whichever are installed. A *speaker* is a voice identity: espeak-ng accent +
-variant, or a recorded CMU speaker; flite kal16 and festival kal_diphone are the same speaker ("cmu-kal"), as are
-flite slt and festival's slt ("cmu-slt"). Each utterance gets its own random speaking rate and pitch.
+Voices: espeak-ng (8 English accents x variants, and the MBROLA voices mb-en1, mb-us1..mb-us3), flite (kal16, slt,
+rms, awb) and festival (kal_diphone, ked_diphone, rab_diphone, don_diphone, cmu_us_slt_arctic_hts, en1_mbrola,
+us1_mbrola..us3_mbrola), whichever are installed. A *speaker* is a voice identity: espeak-ng accent + variant, or a
+recorded speaker; flite kal16 and festival kal_diphone are the same speaker ("cmu-kal"), as are flite slt and
+festival's slt ("cmu-slt"), and each MBROLA voice through espeak-ng and through festival ("mbrola-us1"). Each
+utterance gets its own random speaking rate and pitch.
+
+Harder test splits (optional): `--unseen_engines` holds out whole engines or voice families (`VOICE_FAMILIES`, or
+voice patterns) as a `test_unseen_engine` split, and `--unseen_text_sources` / `--unseen_text_file` hold out text as a
+`test_unseen_text` split (sentences never used in training, words outside the training vocabulary included), read by
+training speakers. A README.md in the output folder says which voices and texts went where.
 
 Text: fortunes, the King James Bible and WordNet's example sentences, cut at . ! ? ; : and kept only when
 `hf_prunable_ctc.text.clean_sentence` says that the reading is exactly the transcript (no digits, abbreviations,
 acronyms or symbols).
 
-Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (columns `METADATA_COLUMNS`) next to 16 kHz mono FLAC
+Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (and the held-out splits' folders, when asked for) (columns `METADATA_COLUMNS`) next to 16 kHz mono FLAC
 (or, with `--audio_format opus`, Opus in Ogg) files. Validation and test speakers never occur in train (held out
 per espeak-ng accent and among the CMU speakers, so the test split covers several accents and engines), and no
 transcript occurs in two splits. The same settings and `--seed` give the same plan; a rerun only synthesises the
@@ -49,6 +56,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from hf_prunable_ctc.text import clean_sentence  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
+# Optional splits that isolate one kind of novelty each: engines/voice families never heard in training, and text
+# never read in training (read by training speakers, so only the text is new).
+HELD_OUT_SPLITS = ("test_unseen_engine", "test_unseen_text")
+ALL_SPLITS = SPLITS + HELD_OUT_SPLITS
 METADATA_COLUMNS = ("file_name", "transcription", "speaker", "engine", "voice", "rate", "pitch", "duration")
 SAMPLING_RATE = 16000
 # Bump when the audio post-processing changes: it is part of every file name, so a resumed run never mixes versions.
@@ -64,6 +75,11 @@ AUDIO_FORMATS = {"flac": ".flac", "opus": ".ogg"}
 SOUNDFILE_FORMATS = {".flac": dict(format="FLAC", subtype="PCM_16", compression_level=1.0),
                      ".ogg": dict(format="OGG", subtype="OPUS")}
 APT_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}
+# Install line for every voice this script knows (MBROLA voices are in Debian's contrib and non-free sections: add
+# them to the Components line of the Debian source and apt-get update first).
+APT_INSTALL_ALL = ("apt-get install -y --no-install-recommends espeak-ng flite festival festvox-kallpc16k "
+                   "festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don mbrola mbrola-en1 mbrola-us1 "
+                   "mbrola-us2 mbrola-us3 festvox-en1 festvox-us1 festvox-us2 festvox-us3")
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                   "en-us-nyc")
@@ -80,6 +96,11 @@ ESPEAK_VARIANTS = (
     "pedro", "quincy", "RicishayMax", "RicishayMax2", "RicishayMax3", "rob", "robert", "sandro", "shelby", "steph",
     "steph2", "steph3", "Storm", "travis", "Tweaky", "victor", "zac",
 )
+# MBROLA voices espeak-ng drives (diphones cut from real speakers: the distinct vocal tracts the corpus lacks most)
+# -> (speaker, apt package). espeak-ng's other mb-* English voices need non-English MBROLA databases: left out.
+ESPEAK_MBROLA_VOICES = {"mb-en1": ("mbrola-en1", "mbrola-en1"), "mb-us1": ("mbrola-us1", "mbrola-us1"),
+                        "mb-us2": ("mbrola-us2", "mbrola-us2"), "mb-us3": ("mbrola-us3", "mbrola-us3")}
+MBROLA_VOICE_DIR = "/usr/share/mbrola"
 ESPEAK_DEFAULT_WPM = 175
 ESPEAK_DEFAULT_PITCH = 50
 
@@ -87,11 +108,31 @@ ESPEAK_DEFAULT_PITCH = 50
 FLITE_VOICES = {
     "kal16": ("cmu-kal", 95.0), "slt": ("cmu-slt", 170.0), "awb": ("cmu-awb", 130.0), "rms": ("cmu-rms", None),
 }
-# festival voice -> (speaker, apt package, (target F0 mean, std) of its `int_lr_params`, or None for HTS voices)
+# festival voice -> (speaker, apt package, (target F0 mean, std) of its `int_lr_params`, or None for HTS voices).
+# The means and stds are the voices' own (their festvox/*.scm files); rab and don are CSTR (Edinburgh) British
+# voices, the *_mbrola ones the MBROLA databases that espeak-ng's mb-* voices also use.
 FESTIVAL_VOICES = {
     "kal_diphone": ("cmu-kal", "festvox-kallpc16k", (105.0, 14.0)),
     "ked_diphone": ("cmu-ked", "festvox-kdlpc16k", (105.0, 15.0)),
     "cmu_us_slt_arctic_hts": ("cmu-slt", "festvox-us-slt-hts", None),
+    "rab_diphone": ("cstr-rab", "festvox-rablpc16k", (105.0, 14.0)),
+    "don_diphone": ("cstr-don", "festvox-don", (135.0, 30.0)),
+    "en1_mbrola": ("mbrola-en1", "festvox-en1", (110.0, 15.0)),
+    "us1_mbrola": ("mbrola-us1", "festvox-us1", (160.0, 34.0)),
+    "us2_mbrola": ("mbrola-us2", "festvox-us2", (90.0, 15.0)),
+    "us3_mbrola": ("mbrola-us3", "festvox-us3", (105.0, 16.0)),
+}
+# Voice families for --unseen_engines: name -> patterns as for --voices. A speaker with any voice in the family is
+# held out whole (flite kal16 takes festival's kal_diphone with it; "mbrola" takes espeak-ng's mb-* and festival's
+# *_mbrola voices).
+VOICE_FAMILIES = {
+    "flite": ("flite:*",),
+    "festival": ("festival:*",),
+    "festival-diphone": ("festival:*_diphone",),
+    "festival-hts": ("festival:*_hts",),
+    "mbrola": ("mbrola-*",),
+    "espeak-ng": ("espeak-ng:*",),
+    "espeak-ng-klatt": ("espeak-ng:*+klatt*",),
 }
 FESTIVAL_VOICE_DIR = "/usr/share/festival/voices"
 FESTIVAL_BATCH = 25  # utterances per festival process: one process per sentence would be ~10x slower
@@ -137,8 +178,10 @@ def all_voices() -> list[Voice]:
               f"{accent}{'+' + variant if variant else ''}", accent)
         for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS
     ]
+    voices += [Voice(speaker, "espeak-ng", name, "mbrola") for name, (speaker, _) in ESPEAK_MBROLA_VOICES.items()]
     voices += [Voice(speaker, "flite", name, "cmu", base is not None) for name, (speaker, base) in FLITE_VOICES.items()]
-    voices += [Voice(speaker, "festival", name, "cmu", params is not None)
+    # Stratum = the speaker's family ("cmu", "cstr", "mbrola"), so each family gives held-out speakers on its own.
+    voices += [Voice(speaker, "festival", name, speaker.split("-")[0], params is not None)
                for name, (speaker, _, params) in FESTIVAL_VOICES.items()]
     return voices
 
@@ -174,11 +217,19 @@ def available_voices(engines: Sequence[str] = ENGINES, patterns: Sequence[str] |
         if absent:
             notes.append(f"espeak-ng lacks the variants {absent}; using the others")
         missing_voices.update(f"{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in absent)
+        for name, (_, package) in ESPEAK_MBROLA_VOICES.items():
+            if shutil.which("mbrola") is None or not os.path.isdir(os.path.join(MBROLA_VOICE_DIR, name[3:])):
+                missing_voices.add(name)
+                notes.append(f"espeak-ng voice {name} not found: apt-get install mbrola {package} (Debian contrib "
+                             "and non-free)")
     if "festival" in engines and "festival" not in missing_engines:
         for name, (_, package, _) in FESTIVAL_VOICES.items():
-            if not glob.glob(os.path.join(FESTIVAL_VOICE_DIR, "*", name)):
+            mbrola_missing = name.endswith("_mbrola") and not os.path.isdir(
+                os.path.join(MBROLA_VOICE_DIR, name.split("_")[0]))
+            if not glob.glob(os.path.join(FESTIVAL_VOICE_DIR, "*", name)) or mbrola_missing:
                 missing_voices.add(name)
-                notes.append(f"festival voice {name} not found: apt-get install {package}")
+                notes.append(f"festival voice {name} not found: apt-get install {package}"
+                             + (f" mbrola mbrola-{name.split('_')[0]}" if name.endswith("_mbrola") else ""))
     voices = [voice for voice in all_voices()
               if voice.engine in engines and voice.engine not in missing_engines and voice.voice not in missing_voices]
     if patterns:
@@ -271,16 +322,32 @@ def load_sentences(sources: Sequence[str] = TEXT_SOURCES, min_words: int = 3, ma
         if not _text_source_installed(source):
             notes.append(f"text source {source} not found: apt-get install {TEXT_PACKAGES[source]}")
             continue
-        for passage in TEXT_READERS[source]():
-            for piece in split_sentences(passage):
-                text = text_for_synthesis(piece)
-                transcript = clean_sentence(text, min_words, max_words)
-                if transcript is not None and transcript not in seen:
-                    seen.add(transcript)
-                    sentences.append(Sentence(text, transcript, source))
+        sentences += clean_sentences(TEXT_READERS[source](), source, min_words, max_words, seen)
     if len(notes) == len(sources):
         raise SynthesizerNotFound("; ".join(notes))
     return sentences, notes
+
+
+def clean_sentences(passages: Iterator[str], source: str, min_words: int = 3, max_words: int = 20,
+                    seen: set[str] | None = None) -> list[Sentence]:
+    """The sentences of `passages` whose transcript `clean_sentence` accepts, skipping transcripts in `seen` (which
+    is updated), in order."""
+    seen = set() if seen is None else seen
+    sentences = []
+    for passage in passages:
+        for piece in split_sentences(passage):
+            text = text_for_synthesis(piece)
+            transcript = clean_sentence(text, min_words, max_words)
+            if transcript is not None and transcript not in seen:
+                seen.add(transcript)
+                sentences.append(Sentence(text, transcript, source))
+    return sentences
+
+
+def read_text_file(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file (each a passage: cut into sentences at . ! ? ; : like the other sources)."""
+    with open(path, encoding="utf-8", errors="replace") as file:
+        yield from (line for line in file if line.strip())
 
 
 def _text_source_installed(source: str) -> bool:
@@ -356,6 +423,38 @@ def split_speakers(voices: Sequence[Voice], validation_speakers: float = 0.1, te
     return assignment
 
 
+def hold_out_voices(voices: Sequence[Voice], families: Sequence[str]) -> tuple[list[Voice], list[Voice]]:
+    """Split `voices` into ``(seen, unseen)``: a speaker any of whose voices is in one of `families` goes to unseen
+    with all its voices (so no vocal tract of a held-out engine is heard in training through another engine).
+
+    Args:
+        families: names from `VOICE_FAMILIES` ("flite", "festival-diphone", "mbrola", ...) or patterns as for
+            `available_voices` ("festival:rab_diphone", "cmu-awb").
+
+    Raises:
+        CorpusSettingsError: a family or pattern matches no voice, or nothing would be left for training.
+    """
+    unseen_speakers = set()
+    for family in families:
+        patterns = VOICE_FAMILIES.get(family, (family,))
+        matched = {voice.speaker for voice in voices if _matches(voice, patterns)}
+        if not matched:
+            raise CorpusSettingsError(f"--unseen_engines {family!r} matches none of the voices in use: give a family "
+                                      f"from {sorted(VOICE_FAMILIES)} or a pattern such as 'festival:rab_diphone' "
+                                      "(is its engine installed?)")
+        unseen_speakers |= matched
+    seen = [voice for voice in voices if voice.speaker not in unseen_speakers]
+    unseen = [voice for voice in voices if voice.speaker in unseen_speakers]
+    if families and not seen:
+        raise CorpusSettingsError(f"--unseen_engines {list(families)} holds out every voice: nothing left to train on")
+    return seen, unseen
+
+
+def _matches(voice: Voice, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(voice.speaker, pattern) or fnmatch.fnmatchcase(f"{voice.engine}:{voice.voice}",
+                                                                                  pattern) for pattern in patterns)
+
+
 def _held_out_count(num_speakers: int, fraction: float) -> int:
     if num_speakers < 3:
         return 0
@@ -366,8 +465,16 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
                 max_utterances: int | None = None, validation_size: float = 0.1, test_size: float = 0.1,
                 validation_speakers: float = 0.1, test_speakers: float = 0.1,
                 rate_range: tuple[float, float] = (0.8, 1.25), pitch_range: tuple[float, float] = (0.7, 1.4),
-                seed: int = 0, audio_format: str = "flac") -> list[Utterance]:
+                seed: int = 0, audio_format: str = "flac", unseen_engine_voices: Sequence[Voice] = (),
+                unseen_engine_size: float = 0.1, unseen_text_sentences: Sequence[Sentence] = (),
+                unseen_text_size: float = 0.1) -> list[Utterance]:
     """Plan the corpus: which sentence each split gets, who reads it, how fast and how high.
+
+    Held-out splits (each only when its voices or sentences are given; sizes as `test_size`):
+    `test_unseen_engine` is read by `unseen_engine_voices` (which must not be in `voices`) from sentences dealt
+    after validation, so none is in another split; `test_unseen_text` reads `unseen_text_sentences` (minus any
+    transcript of `sentences`) with training speakers, so only the text is new. Without them the plan is the same
+    as without these options.
 
     Sizes: train gets about `hours` of audio (estimated at `CHARACTERS_PER_SECOND`), validation and test
     `validation_size` / `test_size` of the whole when below 1, or that many utterances when 1 or more; then all
@@ -387,7 +494,17 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
     suffix = AUDIO_FORMATS[audio_format]
     if not sentences:
         raise CorpusSettingsError("no sentences to read: check the text sources and --min_words/--max_words")
+    overlap = {v.speaker for v in voices} & {v.speaker for v in unseen_engine_voices}
+    if overlap:
+        raise CorpusSettingsError(f"speakers {sorted(overlap)[:5]} are both seen and unseen: use hold_out_voices")
     speakers = split_speakers(voices, validation_speakers, test_speakers, seed)
+    speakers["test_unseen_engine"] = list(unseen_engine_voices)
+    speakers["test_unseen_text"] = speakers["train"]
+    known = {sentence.transcript for sentence in sentences}
+    unseen_text = [sentence for sentence in unseen_text_sentences if sentence.transcript not in known]
+    random.Random(f"{seed}:unseen_text").shuffle(unseen_text)
+    if unseen_text_sentences and not unseen_text:
+        raise CorpusSettingsError("every unseen-text sentence also occurs in the training text sources")
     order = list(sentences)
     random.Random(f"{seed}:sentences").shuffle(order)
 
@@ -402,23 +519,33 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
     else:
         n_total = max_utterances
         n_train = None
-    sizes = {split: (round(n_total * size) if size < 1 else int(size))
-             for split, size in (("validation", validation_size), ("test", test_size))}
-    sizes["train"] = n_train if n_train is not None else n_total - sizes["validation"] - sizes["test"]
+    held_out = [("validation", validation_size), ("test", test_size)]
+    if unseen_engine_voices:
+        held_out.append(("test_unseen_engine", unseen_engine_size))
+    if unseen_text:
+        held_out.append(("test_unseen_text", unseen_text_size))
+    sizes = {split: (round(n_total * size) if size < 1 else int(size)) for split, size in held_out}
+    sizes["train"] = n_train if n_train is not None else n_total - sum(sizes.values())
     if max_utterances is not None and sum(sizes.values()) > max_utterances:
         scale = max_utterances / sum(sizes.values())
         sizes = {split: int(size * scale) for split, size in sizes.items()}
-        sizes["train"] = max_utterances - sizes["validation"] - sizes["test"]
-    if sizes["validation"] + sizes["test"] >= len(order):
+        sizes["train"] = max_utterances - sum(size for split, size in sizes.items() if split != "train")
+    dealt = sizes["validation"] + sizes["test"] + sizes.get("test_unseen_engine", 0)
+    if dealt >= len(order):
         raise CorpusSettingsError(f"{len(order)} sentences cannot fill the held-out splits ({sizes}); "
                                   "lower their sizes")
+    if sizes.get("test_unseen_text", 0) > len(unseen_text):
+        raise CorpusSettingsError(f"{len(unseen_text)} unseen-text sentences cannot fill test_unseen_text "
+                                  f"({sizes['test_unseen_text']}); lower --unseen_text_size")
 
     pools = {"test": order[:sizes["test"]],
              "validation": order[sizes["test"]:sizes["test"] + sizes["validation"]],
-             "train": order[sizes["test"] + sizes["validation"]:]}
+             "test_unseen_engine": order[sizes["test"] + sizes["validation"]:dealt],
+             "train": order[dealt:], "test_unseen_text": unseen_text}
     rng = random.Random(f"{seed}:utterances")
     plan = []
-    for split in SPLITS:
+    # Base splits first, held-out ones after: enabling a held-out split leaves the base splits' draws unchanged.
+    for split in (split for split in ALL_SPLITS if sizes.get(split)):
         split_voices = _dealt(speakers[split], sizes[split], rng)
         for index in range(sizes[split]):
             sentence = pools[split][index % len(pools[split])]
@@ -476,7 +603,7 @@ def synthesize_corpus(plan: Sequence[Utterance], output_dir: str | os.PathLike, 
         ``{"written": int, "skipped": int, "failed": [(file path, error message), ...]}``.
     """
     output_dir = Path(output_dir)
-    for split in SPLITS:
+    for split in SPLITS + tuple(sorted({u.split for u in plan} - set(SPLITS))):
         (output_dir / split).mkdir(parents=True, exist_ok=True)
     pending = [u for u in plan if not (output_dir / u.split / u.file_name).exists()]
     jobs: list[list[Utterance]] = [[u] for u in pending if u.voice.engine != "festival"]
@@ -600,12 +727,15 @@ def write_metadata(plan: Sequence[Utterance], output_dir: str | os.PathLike) -> 
     Columns `METADATA_COLUMNS`: `file_name` relative to the metadata file, `transcription` (exact, normalised),
     `speaker`, `engine`, `voice`, `rate` and `pitch` (factors of the voice's default), `duration` (seconds).
 
+    The base splits always get a metadata file (empty when unplanned); the held-out splits only when planned.
+
     Returns:
         ``{split: rows written}``.
     """
     output_dir = Path(output_dir)
     counts = {}
-    for split in SPLITS:
+    planned = {u.split for u in plan}
+    for split in (split for split in ALL_SPLITS if split in SPLITS or split in planned):
         rows = []
         for utterance in (u for u in plan if u.split == split):
             path = output_dir / split / utterance.file_name
@@ -627,7 +757,7 @@ def write_metadata(plan: Sequence[Utterance], output_dir: str | os.PathLike) -> 
 def read_metadata(output_dir: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
     """``{split: rows}`` of the corpus at `output_dir`; a split without metadata.csv is left out."""
     corpus = {}
-    for split in SPLITS:
+    for split in ALL_SPLITS:
         path = Path(output_dir) / split / "metadata.csv"
         if path.exists():
             with open(path, newline="", encoding="utf-8") as file:
@@ -637,14 +767,92 @@ def read_metadata(output_dir: str | os.PathLike) -> dict[str, list[dict[str, str
 
 def corpus_summary(output_dir: str | os.PathLike) -> str:
     """A table of utterances, minutes, speakers and engines per split, read from the metadata files."""
-    lines = [f"{'split':<11} {'utterances':>10} {'minutes':>8} {'hours':>6} {'speakers':>8}  engines"]
+    width = max(len(split) for split in ALL_SPLITS)
+    lines = [f"{'split':<{width}} {'utterances':>10} {'minutes':>8} {'hours':>6} {'speakers':>8}  engines"]
     for split, rows in read_metadata(output_dir).items():
         seconds = sum(float(row["duration"]) for row in rows)
         engines = Counter(row["engine"] for row in rows)
-        lines.append(f"{split:<11} {len(rows):>10} {seconds / 60:>8.1f} {seconds / 3600:>6.2f} "
+        lines.append(f"{split:<{width}} {len(rows):>10} {seconds / 60:>8.1f} {seconds / 3600:>6.2f} "
                      f"{len({row['speaker'] for row in rows}):>8}  "
                      + ", ".join(f"{engine} {count}" for engine, count in sorted(engines.items())))
     return "\n".join(lines)
+
+
+README_MARKER = "<!-- written by training/make_corpus.py: a rerun rewrites this file -->"
+SPLIT_DESCRIPTIONS = {
+    "train": "training utterances",
+    "validation": "unseen speakers of the training engines, unseen sentences (for model selection)",
+    "test": "unseen speakers of the training engines, unseen sentences from the training text sources",
+    "test_unseen_engine": "engines / voice families never heard in training (whole speakers held out), unseen "
+                          "sentences from the training text sources",
+    "test_unseen_text": "training speakers reading text from sources never used in training",
+}
+
+
+def corpus_readme(plan: Sequence[Utterance], output_dir: str | os.PathLike, settings: dict) -> str:
+    """The corpus README (Markdown): the command's settings, a table per split, which voices and text sources went
+    to which split, and how much of the unseen text is outside the training vocabulary."""
+    by_split: dict[str, list[Utterance]] = defaultdict(list)
+    for utterance in plan:
+        by_split[utterance.split].append(utterance)
+    lines = [README_MARKER, "# Synthetic speech corpus", "",
+             "Every utterance is synthetic speech from Debian's synthesisers (espeak-ng, flite, festival, MBROLA), "
+             "made by `training/make_corpus.py` with these settings:", "", "```json",
+             json.dumps(settings, sort_keys=True), "```", "", "```", corpus_summary(output_dir), "```", "",
+             "## Splits", ""]
+    lines += [f"- `{split}`: {SPLIT_DESCRIPTIONS[split]}." for split in ALL_SPLITS if by_split.get(split)]
+    lines += ["", "## Voices per split", "",
+              "A speaker is a voice identity; a speaker's voices in several engines (flite `kal16` and festival "
+              "`kal_diphone`; espeak-ng `mb-us1` and festival `us1_mbrola`) always share a split.", ""]
+    for split in ALL_SPLITS:
+        utterances = by_split.get(split)
+        if not utterances:
+            continue
+        voices = sorted({u.voice for u in utterances}, key=lambda v: (v.engine, v.voice))
+        accents = Counter(v.stratum for v in voices if v.engine == "espeak-ng" and v.stratum in ESPEAK_ACCENTS)
+        named = [f"{v.engine} `{v.voice}` ({v.speaker})" for v in voices
+                 if v.engine != "espeak-ng" or v.stratum not in ESPEAK_ACCENTS]
+        parts = []
+        if accents:
+            parts.append("espeak-ng accent+variant voices: " + ", ".join(f"{accent} {count}"
+                                                                          for accent, count in sorted(accents.items())))
+        if named:
+            parts.append(", ".join(named))
+        lines.append(f"- `{split}` ({len({v.speaker for v in voices})} speakers): " + "; ".join(parts) + ".")
+    train_words = {word for u in by_split.get("train", []) for word in u.transcript.split()}
+    lines += ["", "## Text per split", ""]
+    for split in ALL_SPLITS:
+        utterances = by_split.get(split)
+        if not utterances:
+            continue
+        sources = Counter(u.source for u in utterances)
+        line = (f"- `{split}`: " + ", ".join(f"{source} {count}" for source, count in sorted(sources.items()))
+                + f" utterances, {len({u.transcript for u in utterances})} distinct sentences")
+        if split != "train" and train_words:
+            words = [word for u in utterances for word in u.transcript.split()]
+            oov = sum(word not in train_words for word in words)
+            with_oov = sum(any(word not in train_words for word in u.transcript.split()) for u in utterances)
+            line += (f"; {100 * oov / len(words):.1f}% of its words are not in the training transcripts, "
+                     f"{100 * with_oov / len(utterances):.0f}% of its utterances have at least one such word")
+        lines.append(line + ".")
+    lines += ["", "No transcript occurs in two splits.", ""]
+    return "\n".join(lines)
+
+
+def write_corpus_readme(plan: Sequence[Utterance], output_dir: str | os.PathLike, settings: dict) -> Path:
+    """Write `corpus_readme` to ``<output_dir>/README.md``, or to ``README.make_corpus.md`` when a README.md that
+    this script did not write is there (a hand-written one is never overwritten).
+
+    Returns:
+        The path written.
+    """
+    path = Path(output_dir) / "README.md"
+    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(README_MARKER):
+        path = path.with_name("README.make_corpus.md")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(corpus_readme(plan, output_dir, settings), encoding="utf-8")
+    os.replace(partial, path)
+    return path
 
 
 # -------------------------------------------------------------------------------------------------------------- CLI
@@ -652,7 +860,9 @@ def corpus_summary(output_dir: str | os.PathLike) -> str:
 DEFAULTS = dict(output_dir=None, hours=1.0, max_utterances=None, validation_size=0.1, test_size=0.1,
                 validation_speakers=0.1, test_speakers=0.1, voices=None, engines=list(ENGINES),
                 text_sources=list(TEXT_SOURCES), min_words=3, max_words=20, vocabulary_size=None,
-                rate_range=[0.8, 1.25], pitch_range=[0.7, 1.4], num_workers=2, seed=0, audio_format="flac")
+                rate_range=[0.8, 1.25], pitch_range=[0.7, 1.4], num_workers=2, seed=0, audio_format="flac",
+                unseen_engines=[], unseen_engine_size=None, unseen_text_sources=[], unseen_text_file=None,
+                unseen_text_size=None)
 # The bundled demo: short sentences over the 200 most frequent words, 42 held-out utterances per split, Opus to stay
 # under 10 MB with ~33 minutes of training audio (each training sentence read by about two voices).
 DEMO = dict(output_dir="data/demo", hours=0.6, validation_size=42, test_size=42, min_words=3, max_words=8,
@@ -665,41 +875,80 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
                 text_sources: Sequence[str] = TEXT_SOURCES, min_words: int = 3, max_words: int = 20,
                 vocabulary_size: int | None = None, rate_range: Sequence[float] = (0.8, 1.25),
                 pitch_range: Sequence[float] = (0.7, 1.4), num_workers: int = 2, seed: int = 0,
-                audio_format: str = "flac", sentences: Sequence[Sentence] | None = None, progress: bool = True,
-                log=print) -> dict[str, object]:
-    """Plan, synthesise (what is missing) and write the metadata of a corpus; the CLI's whole job.
+                audio_format: str = "flac", unseen_engines: Sequence[str] = (),
+                unseen_engine_size: float | None = None, unseen_text_sources: Sequence[str] = (),
+                unseen_text_file: str | os.PathLike | None = None, unseen_text_size: float | None = None,
+                sentences: Sequence[Sentence] | None = None, unseen_sentences: Sequence[Sentence] | None = None,
+                progress: bool = True, log=print) -> dict[str, object]:
+    """Plan, synthesise (what is missing) and write the metadata and README of a corpus; the CLI's whole job.
 
-    `sentences` replaces the text sources (tests pass a few). Returns ``{"plan", "synthesis", "counts", "notes"}``.
+    `unseen_engines` (families of `VOICE_FAMILIES` or voice patterns) become the `test_unseen_engine` split;
+    `unseen_text_sources` (taken out of the training sources) and/or the sentences of `unseen_text_file` become
+    the `test_unseen_text` split. Their sizes default to `test_size`. `sentences` replaces the text sources and
+    `unseen_sentences` the unseen text (tests pass a few). Returns ``{"plan", "synthesis", "counts", "notes",
+    "readme"}``.
     """
+    settings = {key: value for key, value in locals().items()
+                if key not in ("sentences", "unseen_sentences", "progress", "log")}
+    settings["output_dir"] = str(output_dir)
     available, notes = available_voices(engines, voices)
+    seen_voices, unseen_voices = hold_out_voices(available, unseen_engines)
+    unknown = set(unseen_text_sources) - set(TEXT_SOURCES)
+    if unknown:
+        raise CorpusSettingsError(f"unknown unseen text sources {sorted(unknown)}; choose from {TEXT_SOURCES}")
     if sentences is None:
-        sentences, text_notes = load_sentences(text_sources, min_words, max_words)
+        training_sources = [source for source in text_sources if source not in unseen_text_sources]
+        if not training_sources:
+            raise CorpusSettingsError(f"--unseen_text_sources {list(unseen_text_sources)} leaves no text source for "
+                                      "training: keep at least one of --text_sources for training")
+        sentences, text_notes = load_sentences(training_sources, min_words, max_words)
         notes += text_notes
+    if unseen_sentences is None:
+        unseen_sentences = []
+        if unseen_text_sources:
+            unseen_sentences, text_notes = load_sentences(unseen_text_sources, min_words, max_words)
+            notes += text_notes
+        if unseen_text_file is not None:
+            if not os.path.isfile(unseen_text_file):
+                raise CorpusSettingsError(f"--unseen_text_file {unseen_text_file} is not a file: give a UTF-8 text "
+                                          "file with one passage or sentence per line")
+            seen = {sentence.transcript for sentence in unseen_sentences}
+            unseen_sentences += clean_sentences(read_text_file(unseen_text_file), Path(unseen_text_file).name,
+                                                min_words, max_words, seen)
+        if (unseen_text_sources or unseen_text_file is not None) and not unseen_sentences:
+            raise CorpusSettingsError("the unseen text gave no usable sentence: check --unseen_text_file, "
+                                      "--min_words and --max_words")
     if vocabulary_size:
         sentences = restrict_vocabulary(sentences, vocabulary_size)
     for note in notes:
         log(f"note: {note}")
-    plan = plan_corpus(sentences, available, hours=hours, max_utterances=max_utterances,
+    plan = plan_corpus(sentences, seen_voices, hours=hours, max_utterances=max_utterances,
                        validation_size=validation_size, test_size=test_size,
                        validation_speakers=validation_speakers, test_speakers=test_speakers,
                        rate_range=tuple(rate_range), pitch_range=tuple(pitch_range), seed=seed,
-                       audio_format=audio_format)
+                       audio_format=audio_format, unseen_engine_voices=unseen_voices,
+                       unseen_engine_size=test_size if unseen_engine_size is None else unseen_engine_size,
+                       unseen_text_sentences=unseen_sentences,
+                       unseen_text_size=test_size if unseen_text_size is None else unseen_text_size)
     log(f"{len(sentences)} sentences, {len({v.speaker for v in available})} speakers "
-        f"({', '.join(f'{e} {n}' for e, n in sorted(Counter(v.engine for v in available).items()))} voices); "
-        f"plan: {dict(Counter(u.split for u in plan))} utterances")
+        f"({', '.join(f'{e} {n}' for e, n in sorted(Counter(v.engine for v in available).items()))} voices"
+        + (f"; {len({v.speaker for v in unseen_voices})} held out as unseen engines" if unseen_voices else "")
+        + f"); plan: {dict(Counter(u.split for u in plan))} utterances")
     synthesis = synthesize_corpus(plan, output_dir, num_workers=num_workers, progress=progress)
     counts = write_metadata(plan, output_dir)
     log(f"written {synthesis['written']}, already there {synthesis['skipped']}, failed {len(synthesis['failed'])}")
     for path, error in synthesis["failed"][:10]:
         log(f"  failed: {path}: {error}")
     # glob, not iterdir: a split with no utterances has no folder.
-    stale = sum(1 for split in SPLITS for path in (Path(output_dir) / split).glob("*")
+    stale = sum(1 for split in ALL_SPLITS for path in (Path(output_dir) / split).glob("*")
                 if path.suffix in SOUNDFILE_FORMATS) - sum(counts.values())
     if stale:
         log(f"note: {stale} audio files under {output_dir} are not in this plan (from other settings); "
             "they are not in the metadata")
     log(corpus_summary(output_dir))
-    return {"plan": plan, "synthesis": synthesis, "counts": counts, "notes": notes}
+    readme = write_corpus_readme(plan, output_dir, settings)
+    log(f"voices and texts per split: {readme}")
+    return {"plan": plan, "synthesis": synthesis, "counts": counts, "notes": notes, "readme": readme}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
@@ -726,6 +975,14 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
     arg("--seed", type=int, help="same seed and settings, same corpus (default 0)")
     arg("--audio_format", choices=sorted(AUDIO_FORMATS),
         help="flac (lossless, default) or opus (.ogg, about 4x smaller)")
+    arg("--unseen_engines", nargs="+", metavar="FAMILY_OR_PATTERN",
+        help=f"hold these voice families ({', '.join(sorted(VOICE_FAMILIES))}) or voice patterns out of training, "
+             "whole speakers, as a test_unseen_engine split")
+    arg("--unseen_engine_size", type=float, help="fraction (< 1) or count of test_unseen_engine (default: --test_size)")
+    arg("--unseen_text_sources", nargs="+", choices=TEXT_SOURCES,
+        help="text sources used only for a test_unseen_text split (taken out of --text_sources)")
+    arg("--unseen_text_file", help="UTF-8 text file (one passage per line) used only for test_unseen_text")
+    arg("--unseen_text_size", type=float, help="fraction (< 1) or count of test_unseen_text (default: --test_size)")
     args = vars(parser.parse_args(argv))
     settings = dict(DEFAULTS)
     if args.pop("demo"):
