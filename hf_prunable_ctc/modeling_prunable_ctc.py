@@ -204,7 +204,8 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.theta = config.rope_theta
 
-    def forward(self, num_frames: int, dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, num_frames: int, dtype: torch.dtype, device: Optional[torch.device] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
         inv_freq = 1.0 / (self.theta ** exponents)
         positions = torch.arange(num_frames, device=device, dtype=torch.float32)
