@@ -1,8 +1,9 @@
 """hf-prunable-ctc: CTC speech recognition whose depth can be cut at run time, as a Transformers model."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForCTC
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC
 
 from .configuration_prunable_ctc import PrunableCTCConfig
+from .feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
 from .modeling_prunable_ctc import (
     PrunableCTCEncoderOutput,
     PrunableCTCForCTC,
@@ -17,6 +18,7 @@ from . import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" 
 AutoConfig.register(PrunableCTCConfig.model_type, PrunableCTCConfig, exist_ok=True)
 AutoModel.register(PrunableCTCConfig, PrunableCTCModel, exist_ok=True)
 AutoModelForCTC.register(PrunableCTCConfig, PrunableCTCForCTC, exist_ok=True)
+AutoFeatureExtractor.register(PrunableCTCConfig, PrunableCTCFeatureExtractor, exist_ok=True)
 
 __all__ = [
     "PrunableCTCConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "PrunableCTCOutput",
     "PrunableCTCEncoderOutput",
     "PrunableCTCPreTrainedModel",
+    "PrunableCTCFeatureExtractor",
     "PRUNING_STRATEGIES",
     "register_pruning_strategy",
 ]

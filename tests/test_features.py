@@ -1,4 +1,5 @@
-"""Stock Speech2TextFeatureExtractor without torchaudio, the frame-count formula, and Auto* round trips."""
+"""make_feature_extractor (PrunableCTCFeatureExtractor), the stock Speech2TextFeatureExtractor without torchaudio,
+the frame-count formula, and Auto* round trips."""
 
 import importlib.util
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer, Speech2TextFeatureExtractor
 
+from hf_prunable_ctc import PrunableCTCFeatureExtractor
 from hf_prunable_ctc.features import (
     HOP_LENGTH,
     WIN_LENGTH,
@@ -23,7 +25,7 @@ def _noise(num_samples: int, seed: int = 0) -> np.ndarray:
 
 def test_extractor_settings():
     extractor = make_feature_extractor()
-    assert isinstance(extractor, Speech2TextFeatureExtractor)
+    assert isinstance(extractor, PrunableCTCFeatureExtractor)
     assert extractor.feature_size == 80 and extractor.num_mel_bins == 80 and extractor.sampling_rate == 16000
     assert extractor.return_attention_mask and extractor.padding_value == 0.0
     assert HOP_LENGTH == 160 and WIN_LENGTH == 400
@@ -54,7 +56,7 @@ def test_runs_without_torchaudio_and_matches_frame_formula():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_extract_features_rejects_what_would_be_nan():
-    extractor = make_feature_extractor()
+    extractor = Speech2TextFeatureExtractor()  # published checkpoints still load the stock class
     # The stock extractor returns NaN for one frame (zero variance) and for digital silence.
     assert not np.isfinite(extractor(_noise(559), sampling_rate=16000)["input_features"][0]).all()
     assert not np.isfinite(extractor(np.zeros(16000, np.float32), sampling_rate=16000)["input_features"][0]).all()
@@ -84,13 +86,13 @@ def test_auto_classes_load_saved_extractor_tokenizer_and_processor(tmp_path):
         p.name for p in tmp_path.iterdir()
     }
     loaded_extractor = AutoFeatureExtractor.from_pretrained(tmp_path)
-    assert type(loaded_extractor) is Speech2TextFeatureExtractor
+    assert type(loaded_extractor) is PrunableCTCFeatureExtractor
     assert loaded_extractor.to_dict() == extractor.to_dict()
     assert type(AutoTokenizer.from_pretrained(tmp_path)).__name__ == "Wav2Vec2CTCTokenizer"
 
     processor = AutoProcessor.from_pretrained(tmp_path)
     assert type(processor).__name__ == "Wav2Vec2Processor"
-    assert type(processor.feature_extractor) is Speech2TextFeatureExtractor
+    assert type(processor.feature_extractor) is PrunableCTCFeatureExtractor
     out = processor(audio=_noise(16000), sampling_rate=16000, text="HELLO", return_tensors="np")
     assert out["input_features"].shape == (1, 98, 80)
     assert out["labels"].tolist() == [tokenizer("HELLO").input_ids]
@@ -100,6 +102,12 @@ def test_extractor_alone_round_trips(tmp_path):
     extractor = make_feature_extractor(num_mel_bins=64)
     extractor.save_pretrained(tmp_path)
     loaded = AutoFeatureExtractor.from_pretrained(tmp_path)
-    assert type(loaded) is Speech2TextFeatureExtractor and loaded.num_mel_bins == 64
+    assert type(loaded) is PrunableCTCFeatureExtractor and loaded.num_mel_bins == 64
     audio = _noise(4000)
     np.testing.assert_array_equal(extract_features(loaded, audio), extract_features(extractor, audio))
+
+
+def test_stock_folder_still_loads_the_stock_class(tmp_path):
+    """Folders saved before the torch extractor (published checkpoints) keep their class and features."""
+    Speech2TextFeatureExtractor().save_pretrained(tmp_path)
+    assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is Speech2TextFeatureExtractor
