@@ -111,13 +111,19 @@ def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) 
     return PrunableCTCForCTC(PrunableCTCConfig(**settings))
 
 
-def main(argv=None):
+def parse_arguments(argv: List[str]):
+    """`(parser, (model_args, data_args, training_args, publish_args))` from `[RECIPE.json] [--flag value ...]`:
+    the command line's flags override the recipe's."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, PublishArguments))
-    # `train.py RECIPE.json [--flag value ...]`: the command line's flags override the recipe's.
-    model_args, data_args, training_args, publish_args = parser.parse_args_into_dataclasses(
-        args=recipe_arguments(sys.argv[1:] if argv is None else argv))
-    if data_args.feature_mode not in FEATURE_MODES:
-        parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {data_args.feature_mode!r}")
+    parsed = parser.parse_args_into_dataclasses(args=recipe_arguments(argv))
+    if parsed[1].feature_mode not in FEATURE_MODES:
+        parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {parsed[1].feature_mode!r}")
+    return parser, parsed
+
+
+def main(argv=None):
+    parser, (model_args, data_args, training_args, publish_args) = parse_arguments(
+        sys.argv[1:] if argv is None else argv)
     # The Trainer's own push would upload its generic card at every save; the run is instead published once,
     # at the end, with the per-depth model card (the same path as `hf-prunable-ctc publish`).
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False

@@ -1,0 +1,109 @@
+"""Training never loses work (issue 13, Training; issue 9 item 8): a run killed between checkpoints resumes to the
+same weights as an uninterrupted one, a half-written checkpoint is never the one resumed from, and resuming reads
+the tokenizer from the checkpoint."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
+sys.path.insert(0, str(ROOT / "training"))
+
+import train  # noqa: E402  (training/train.py)
+from hf_prunable_ctc.trainer import PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint  # noqa: E402
+
+# Dropout, stochastic depth and SpecAugment on: the resumed run must also restore the random state.
+TINY_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  subsampling_conv_channels=32, interctc_layers=[1], interctc_weight=0.5, stochastic_depth_rate=0.2,
+                  hidden_dropout=0.1, spec_augment_freq_masks=1, spec_augment_time_masks_per_second=1.0)
+
+
+def run_args(tmp_path, output_dir, *extra):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_MODEL))
+    return ["--model_config", str(config), "--dataset_name", "audiofolder", "--data_dir", str(DEMO),
+            "--output_dir", str(output_dir), "--do_train", "--max_train_samples", "16", "--max_eval_samples", "4",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--report_to", "none",
+            "--learning_rate", "1e-3", "--seed", "3", "--use_cpu", "--max_steps", "6", "--save_steps", "2",
+            "--logging_steps", "1", "--feature_mode", "cached", "--eval_strategy", "no", *extra]
+
+
+class Killed(Exception):
+    """Stands for the process dying (SIGKILL, preemption) in the middle of training."""
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Issue 13 (Training): kill after step 5 (checkpoint-4 complete, checkpoint-6 half-written by an earlier
+    kill during a save), resume: same final weights and losses as a run that was never stopped."""
+    straight = tmp_path / "straight"
+    reference = train.main(run_args(tmp_path, straight))
+    expected = load_file(straight / "model.safetensors")
+
+    interrupted = tmp_path / "interrupted"
+    original_step = PerDepthCTCTrainer.training_step
+
+    def dying_step(self, *args, **kwargs):
+        if self.state.global_step == 5:
+            raise Killed()
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(PerDepthCTCTrainer, "training_step", dying_step)
+    with pytest.raises(Killed):
+        train.main(run_args(tmp_path, interrupted))
+    monkeypatch.setattr(PerDepthCTCTrainer, "training_step", original_step)
+    assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # A kill in the middle of writing checkpoint-6 leaves weights but no trainer_state.json.
+    partial = interrupted / "checkpoint-6"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes((interrupted / "checkpoint-4" / "model.safetensors").read_bytes())
+    assert last_complete_checkpoint(str(interrupted)) == str(interrupted / "checkpoint-4")
+
+    resumed = train.main(run_args(tmp_path, interrupted))  # picks up checkpoint-4 by itself
+    assert resumed.state.global_step == 6
+    got = load_file(interrupted / "model.safetensors")
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    losses = lambda trainer: [e["loss"] for e in trainer.state.log_history if "loss" in e]  # noqa: E731
+    assert losses(resumed) == pytest.approx(losses(reference), rel=1e-5)
+
+
+def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
+    """Issue 13 (Training): a checkpoint without trainer_state.json, with a truncated one, or without weights is
+    skipped in favour of the previous complete one; an explicit incomplete one is refused with a clear error."""
+    complete = tmp_path / "checkpoint-10"
+    complete.mkdir()
+    (complete / "model.safetensors").write_bytes(b"x")
+    (complete / "trainer_state.json").write_text("{}")
+    for step, files in ((20, {"model.safetensors": "x"}), (30, {"model.safetensors": "x", "trainer_state.json": "{"}),
+                        (40, {"trainer_state.json": "{}"})):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    assert is_complete_checkpoint(str(complete)) and not is_complete_checkpoint(str(tmp_path / "checkpoint-40"))
+    assert last_complete_checkpoint(str(tmp_path)) == str(complete)
+    assert last_complete_checkpoint(str(tmp_path / "nowhere")) is None
+    with pytest.raises(SystemExit):
+        train.main(run_args(tmp_path, tmp_path / "out", "--resume_from_checkpoint", str(tmp_path / "checkpoint-30")))
+
+
+def test_resuming_reads_the_tokenizer_from_the_checkpoint(tmp_path):
+    """Issue 9 item 8: without --model_name_or_path, a resumed run uses the checkpoint's tokenizer, not one rebuilt
+    from (possibly different) training text, whose vocabulary would not fit the checkpoint's weights."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "run"
+    train.main(run_args(tmp_path, out, "--max_steps", "2"))
+    saved = AutoTokenizer.from_pretrained(out / "checkpoint-2").get_vocab()
+    # Three utterances hold fewer characters than sixteen: a rebuilt vocabulary would be smaller.
+    trainer = train.main(run_args(tmp_path, out, "--max_steps", "4", "--max_train_samples", "3",
+                                  "--per_device_train_batch_size", "1"))
+    assert trainer.state.global_step == 4
+    assert trainer.ctc_tokenizer.get_vocab() == saved
+    assert trainer.model.config.vocab_size == len(saved)
