@@ -1,0 +1,475 @@
+"""A browser demo of a prunable CTC model: the same model transcribing at every depth, with the time each took.
+
+    python demo/app.py                                   # model_cards/prunable-ctc-small-synth on 127.0.0.1:7860
+    python demo/app.py --model path/or/hub-id --port 8000
+    python demo/app.py --check                           # no browser: every depth on one bundled clip, then exit
+
+The model-calling logic lives in small functions (`load_demo_model`, `featurize`, `run_depth`, `transcribe`,
+`compare_depths`, `depth_results_table`) that tests call without a browser; `build_ui` only wires them to Gradio,
+which is imported there and nowhere else, so this module imports without Gradio installed.
+
+The same file runs as a Hugging Face Space (see demo/README.md): there the Space sets GRADIO_SERVER_NAME/PORT, and
+the model comes from the PRUNABLE_CTC_MODEL variable, a `model/` folder next to this file, or the repository's
+model card folder, in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+# Gradio reports usage to its servers unless told not to; the demo must run offline (tests, air-gapped devices).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import torch
+
+APP_DIR = Path(__file__).resolve().parent
+CLIPS_DIR = APP_DIR / "clips"
+MODEL_ENV = "PRUNABLE_CTC_MODEL"
+# Where the model comes from when no --model is given: a Space keeps it in model/ beside app.py, a checkout in
+# model_cards/.
+DEFAULT_MODEL_FOLDERS = (APP_DIR / "model", APP_DIR.parent / "model_cards" / "prunable-ctc-small-synth")
+
+try:
+    import hf_prunable_ctc  # registers the model with the Auto classes; in a Space, the copy next to app.py
+except ImportError:  # a checkout that did not install the package
+    sys.path.insert(0, str(APP_DIR.parent))
+    import hf_prunable_ctc  # noqa: F401
+from hf_prunable_ctc.audio import load_audio  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model and results
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class DemoModel:
+    """A loaded model with everything the page needs.
+
+    `schedule` maps each depth 1..L to the (1-based) layers it runs (`model.pruning_schedule()`); `results` is
+    `hf_prunable_ctc.model_card.depth_results` of the folder (WER/CER per depth, RTF when a depth report exists)
+    or None when the folder has neither depth_report.json nor per_depth_metrics.json.
+    """
+
+    name: str
+    folder: str
+    model: Any
+    feature_extractor: Any
+    tokenizer: Any
+    schedule: dict[int, list[int]]
+    results: Optional[dict]
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.schedule)
+
+
+@dataclass
+class Transcription:
+    """One transcription at one depth. Times in milliseconds; RTFs are processing seconds per audio second.
+
+    `feature_ms` is the log-mel front end, `model_ms` the forward pass (median of the repeats), `total_ms`
+    features + model + greedy decoding, i.e. decoded samples in, text out (file decoding is not counted: it
+    depends on the container, not on the model).
+    """
+
+    depth: int
+    layers: list[int]
+    text: str
+    audio_seconds: float
+    feature_ms: float
+    model_ms: float
+    total_ms: float
+
+    @property
+    def rtf(self) -> float:
+        """End-to-end real-time factor (features + model + decoding)."""
+        return self.total_ms / 1000.0 / self.audio_seconds
+
+    @property
+    def model_rtf(self) -> float:
+        """Model-only real-time factor, the number the model card's RTF chart shows."""
+        return self.model_ms / 1000.0 / self.audio_seconds
+
+
+def default_model() -> str:
+    """The model to load without --model: $PRUNABLE_CTC_MODEL, else the first existing default folder."""
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    for folder in DEFAULT_MODEL_FOLDERS:
+        if folder.is_dir():
+            return str(folder)
+    raise FileNotFoundError(
+        f"no model given and none of {[str(f) for f in DEFAULT_MODEL_FOLDERS]} exists: pass --model FOLDER_OR_HUB_ID "
+        f"or set {MODEL_ENV}")
+
+
+def resolve_model_folder(name: str) -> str:
+    """A local folder for `name`: the folder itself, or a Hub model id downloaded (or read from the cache)."""
+    if os.path.isdir(name):
+        return name
+    if os.path.exists(name):
+        raise ValueError(f"--model {name!r} is a file; give the folder that holds config.json and the weights")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name)
+    except Exception as error:  # the Hub raises several types (bad id, offline, missing repo); one message here
+        raise ValueError(f"--model {name!r} is neither a folder nor a Hub model id that could be downloaded "
+                         f"({type(error).__name__}: {error})") from error
+
+
+def load_demo_model(name: str, warm_up: bool = True) -> DemoModel:
+    """Load model, feature extractor, tokenizer, pruning schedule and per-depth results from a folder or Hub id.
+
+    `warm_up` runs one second of noise through the full model so that the first timing shown is not the
+    allocator's. Raises ValueError when `name` cannot be found or is not a prunable CTC model.
+    """
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+
+    folder = resolve_model_folder(name)
+    model = AutoModelForCTC.from_pretrained(folder).eval()
+    if not hasattr(model, "pruning_schedule"):
+        raise ValueError(f"{name} holds a {type(model).__name__}, not a prunable CTC model (no pruning_schedule)")
+    feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    schedule = {int(depth): list(layers) for depth, layers in model.pruning_schedule().items()}
+    demo = DemoModel(name=name, folder=folder, model=model, feature_extractor=feature_extractor, tokenizer=tokenizer,
+                     schedule=schedule, results=read_depth_results(folder, schedule))
+    if warm_up:
+        noise = np.random.default_rng(0).normal(0.0, 0.1, feature_extractor.sampling_rate).astype(np.float32)
+        transcribe(demo, noise, demo.max_depth)
+    return demo
+
+
+def read_depth_results(folder: str, schedule: dict[int, list[int]]) -> Optional[dict]:
+    """The model card's per-depth results for `schedule` (depth_report.json, else per_depth_metrics.json), or None.
+
+    Returns {"split", "dataset", "hardware", "rows": [{"depth", "layers", "wer", "cer", "parameters", "rtf"?}]}.
+    """
+    from hf_prunable_ctc.model_card import depth_results
+
+    try:
+        results = depth_results(folder, schedule)
+    except FileNotFoundError:
+        return None
+    return results if results["rows"] else None
+
+
+def depth_results_table(demo: DemoModel):
+    """The chart's data as a pandas DataFrame: one row per depth with `depth`, `WER %` and, from a depth report,
+    `RTF` (model only, batch 1, on the hardware the report names). None without results. `depth` is a string
+    column ("1", "2", ...), in depth order."""
+    import pandas as pd
+
+    if demo.results is None:
+        return None
+    # Depth as text: the chart then labels whole depths only (a numeric axis would add 1.5, 2.5, ...).
+    rows = [{"depth": str(row["depth"]), "WER %": row["wer"], **({"RTF": row["rtf"]} if "rtf" in row else {})}
+            for row in demo.results["rows"]]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Transcription
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_clip(audio: Any, demo: DemoModel) -> np.ndarray:
+    """Decode `audio` (a path, bytes, or {"array", "sampling_rate"}) to mono float32 at the extractor's rate."""
+    return load_audio(audio, sampling_rate=demo.feature_extractor.sampling_rate)
+
+
+def featurize(demo: DemoModel, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Log-mel features of `samples` (num_samples,) with the model folder's extractor.
+
+    Returns `input_features` (1, frames, mel bins), `attention_mask` (1, frames) and the milliseconds it took.
+    """
+    extractor = demo.feature_extractor
+    start = time.perf_counter()
+    with np.errstate(divide="ignore", invalid="ignore"):  # silent audio: reported below as one clear error
+        inputs = extractor(samples, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    if not torch.isfinite(inputs["input_features"]).all():
+        raise ValueError("the features of this audio are not finite: it is too short or silent; record or upload "
+                         "at least a second of speech")
+    return inputs["input_features"], inputs["attention_mask"], elapsed_ms
+
+
+def check_depth(demo: DemoModel, depth: int) -> int:
+    """`depth` as an int after checking it is one of the schedule's depths; ValueError naming the range if not."""
+    if isinstance(depth, float) and depth.is_integer():
+        depth = int(depth)  # Gradio sliders deliver floats
+    if not isinstance(depth, int) or depth not in demo.schedule:
+        raise ValueError(f"depth must be a whole number from 1 to {demo.max_depth}, got {depth!r}")
+    return depth
+
+
+def run_depth(demo: DemoModel, features: torch.Tensor, attention_mask: torch.Tensor, depth: int,
+              repeats: int = 3) -> tuple[list[int], int, float]:
+    """Greedy CTC ids of one utterance at `depth` (the schedule's layers for it).
+
+    Returns (token ids over output frames, depth used, median forward milliseconds over `repeats` runs). The
+    median, because the machine running a demo is rarely idle and one run is noisy.
+    """
+    depth = check_depth(demo, depth)
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    layers = demo.schedule[depth]
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            output = demo.model(features, attention_mask, layers=layers)
+            times.append((time.perf_counter() - start) * 1000.0)
+    # EARLY EXIT (issue 12 item 3) goes here: a variant that calls
+    #     output = demo.model(features, attention_mask, early_exit_threshold=threshold)
+    # and returns int(output.exit_depths[0]) as the depth used.
+    ids = output.logits.argmax(-1)[0].tolist()
+    return ids, depth, statistics.median(times)
+
+
+def transcribe(demo: DemoModel, audio: Any, depth: int, repeats: int = 3) -> Transcription:
+    """Transcribe `audio` (samples at the extractor's rate, a path, bytes or {"array", "sampling_rate"}) at `depth`.
+
+    Raises ValueError for a depth outside the schedule or audio too short/silent for features, and
+    `hf_prunable_ctc.audio.AudioDecodingError` (a ValueError) for a file that cannot be decoded.
+    """
+    depth = check_depth(demo, depth)
+    samples = audio if isinstance(audio, np.ndarray) else load_clip(audio, demo)
+    features, attention_mask, feature_ms = featurize(demo, samples)
+    return _transcribe_features(demo, features, attention_mask, feature_ms, len(samples), depth, repeats)
+
+
+def _transcribe_features(demo, features, attention_mask, feature_ms, num_samples, depth, repeats) -> Transcription:
+    ids, depth, model_ms = run_depth(demo, features, attention_mask, depth, repeats)
+    start = time.perf_counter()
+    text = demo.tokenizer.decode(ids)
+    decode_ms = (time.perf_counter() - start) * 1000.0
+    return Transcription(depth=depth, layers=demo.schedule[depth], text=text,
+                         audio_seconds=num_samples / demo.feature_extractor.sampling_rate,
+                         feature_ms=feature_ms, model_ms=model_ms, total_ms=feature_ms + model_ms + decode_ms)
+
+
+def compare_depths(demo: DemoModel, audio: Any, depths: Optional[Sequence[int]] = None,
+                   repeats: int = 3) -> list[Transcription]:
+    """Transcribe one clip at every depth of the schedule (or at `depths`), shallowest first.
+
+    The features are computed once and their time is counted in every depth's end-to-end time, as if each depth
+    had been asked for alone.
+    """
+    samples = audio if isinstance(audio, np.ndarray) else load_clip(audio, demo)
+    depths = sorted(demo.schedule) if depths is None else sorted(check_depth(demo, d) for d in depths)
+    features, attention_mask, feature_ms = featurize(demo, samples)
+    return [_transcribe_features(demo, features, attention_mask, feature_ms, len(samples), depth, repeats)
+            for depth in depths]
+
+
+def comparison_table(results: Sequence[Transcription], reference: Optional[str] = None):
+    """Rows for the "compare all depths" table as a pandas DataFrame (one per depth), with each depth's WER
+    against `reference` when one is given."""
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        row = {"depth": result.depth, "layers": format_layers(result.layers), "transcript": result.text}
+        if reference:
+            from hf_prunable_ctc.metrics import word_error_rate
+
+            row["WER %"] = round(100.0 * word_error_rate([reference], [result.text]), 1)
+        row |= {"model ms": round(result.model_ms, 1), "end-to-end ms": round(result.total_ms, 1),
+                "RTF": round(result.rtf, 4)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_layers(layers: Sequence[int]) -> str:
+    """`[1, 2, 3, 5]` -> "1-3, 5": the layers a depth runs, short enough for a table cell."""
+    parts, start = [], None
+    for i, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            parts.append(str(start) if start == layer else f"{start}-{layer}")
+            start = None
+    return ", ".join(parts)
+
+
+def format_timing(result: Transcription, max_depth: int) -> str:
+    """One line for the page: depth used, its layers, the times and both real-time factors."""
+    return (f"depth {result.depth} of {max_depth} (layers {format_layers(result.layers)}) · "
+            f"model {result.model_ms:.1f} ms · features {result.feature_ms:.1f} ms · "
+            f"end to end {result.total_ms:.1f} ms for {result.audio_seconds:.2f} s of audio · "
+            f"RTF {result.rtf:.4f} (model only {result.model_rtf:.4f}) · CPU, {torch.get_num_threads()} threads")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bundled clips
+# ----------------------------------------------------------------------------------------------------------------
+
+def bundled_clips(clips_dir: Path = CLIPS_DIR) -> dict[str, dict[str, str]]:
+    """Bundled clips from `clips_dir/metadata.csv`: {file name: {"path", "transcription", "speaker"}}."""
+    metadata = clips_dir / "metadata.csv"
+    if not metadata.exists():
+        return {}
+    with open(metadata, newline="") as f:
+        return {row["file_name"]: {"path": str(clips_dir / row["file_name"]), "transcription": row["transcription"],
+                                   "speaker": row["speaker"]} for row in csv.DictReader(f)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------------
+
+def build_ui(demo: DemoModel):
+    """The Gradio page for `demo` (a `gr.Blocks`; call `.launch()` on it)."""
+    import gradio as gr
+
+    clips = bundled_clips()
+    table = depth_results_table(demo)
+
+    def on_clip(name):
+        if not name:
+            return gr.update(), gr.update()
+        return clips[name]["path"], clips[name]["transcription"]
+
+    def on_transcribe(audio_path, depth):
+        if not audio_path:
+            return "", ""
+        try:
+            result = transcribe(demo, audio_path, depth)
+        except ValueError as error:  # undecodable file, too short, silent: say so on the page
+            raise gr.Error(str(error)) from error
+        return result.text, format_timing(result, demo.max_depth)
+
+    def on_compare(audio_path, reference):
+        if not audio_path:
+            raise gr.Error("upload, record or pick a clip first")
+        try:
+            results = compare_depths(demo, audio_path)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        return comparison_table(results, reference.strip() or None)
+
+    with gr.Blocks(title="Prunable CTC: one model, every depth") as page:
+        gr.Markdown(
+            f"# One speech recognizer, every depth\n"
+            f"`{display_name(demo.name)}` keeps working when its encoder is cut to fewer layers. Pick a depth and hear the "
+            f"trade-off between accuracy and time; **Compare all depths** runs one clip through all "
+            f"{demo.max_depth} depths of the model's pruning schedule.")
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio",
+                                 elem_id="audio")
+                clip = gr.Dropdown(choices=list(clips), value=None, label="…or a bundled clip (unseen voices)",
+                                   elem_id="clip")
+                reference = gr.Textbox(label="Reference transcript (bundled clips; optional)", elem_id="reference")
+                depth = gr.Slider(1, demo.max_depth, value=demo.max_depth, step=1, label="Depth (encoder layers)",
+                                  elem_id="depth")
+                # DEPTH BY RTF BUDGET (issue 12 item 2) goes here: a slider "RTF budget" whose change handler
+                # calls hf_prunable_ctc.runtime.budget.depth_for_budget(demo.model, rtf=..., profile=...) and
+                # sets `depth` to the result (the depth slider's change event then transcribes).
+                # EARLY EXIT (issue 12 item 3) goes here: a checkbox + threshold slider routed to the early-exit
+                # variant of run_depth.
+                with gr.Row():
+                    transcribe_button = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
+                    compare_button = gr.Button("Compare all depths", elem_id="compare")
+            with gr.Column():
+                transcript = gr.Textbox(label="Transcript", lines=2, interactive=False, elem_id="transcript")
+                timing = gr.Textbox(label="Depth used and time", lines=2, interactive=False, elem_id="timing")
+                if table is None:
+                    gr.Markdown("No per-depth results in the model folder (depth_report.json or "
+                                "per_depth_metrics.json), so no chart.")
+                else:
+                    where = f"{demo.results['dataset']}, {demo.results['split']} split"
+                    order = list(table["depth"])
+                    gr.LinePlot(table, x="depth", y="WER %", title=f"WER per depth ({where})", height=220,
+                                sort=order, elem_id="wer-chart")
+                    if "RTF" in table:
+                        gr.LinePlot(table, x="depth", y="RTF", height=220, sort=order, elem_id="rtf-chart",
+                                    title=f"RTF per depth (model only, batch 1, {demo.results['hardware']})")
+        comparison = gr.Dataframe(label="All depths", wrap=True, interactive=False, elem_id="comparison")
+
+        clip.change(on_clip, inputs=clip, outputs=[audio, reference])
+        # Own uploads and recordings have no reference transcript.
+        audio.upload(lambda: (None, ""), outputs=[clip, reference])
+        audio.stop_recording(lambda: (None, ""), outputs=[clip, reference])
+        for event in (audio.change, depth.change, transcribe_button.click):
+            event(on_transcribe, inputs=[audio, depth], outputs=[transcript, timing])
+        compare_button.click(on_compare, inputs=[audio, reference], outputs=comparison)
+    # One request at a time: requests running side by side would share the CPU and spoil each other's timings.
+    page.queue(default_concurrency_limit=1)
+    return page
+
+
+def display_name(name: str) -> str:
+    """What the page calls the model: a folder's own name (not the path on this machine), or the Hub id."""
+    return Path(name).name if os.path.isdir(name) else name
+
+
+def launch(page, host: str, port: int, block: bool = True):
+    """Serve `page` on `host`:`port` with the demo's settings: no share link, no server-side rendering (needs
+    Node), system fonts, the bundled clips servable. `block=False` returns at once (tests)."""
+    page.launch(server_name=host, server_port=port, share=False, ssr_mode=False, theme=page_theme(),
+                allowed_paths=[str(CLIPS_DIR)], footer_links=[], prevent_thread_lock=not block, quiet=not block)
+
+
+def page_theme():
+    """Gradio's default look with system fonts only, so the page fetches nothing from font servers."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help=f"model folder or Hub id (default: ${MODEL_ENV}, else demo/model/, else "
+                             "model_cards/prunable-ctc-small-synth)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the page)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default 7860)")
+    parser.add_argument("--check", action="store_true",
+                        help="load the model, transcribe the first bundled clip at every depth, print and exit "
+                             "(needs no Gradio)")
+    return parser
+
+
+def check(demo: DemoModel) -> int:
+    """Print every depth's transcript and timing of the first bundled clip; exit status 0 if all depths ran."""
+    clips = bundled_clips()
+    if not clips:
+        print(f"no bundled clips in {CLIPS_DIR}", file=sys.stderr)
+        return 1
+    name, clip = next(iter(clips.items()))
+    print(f"{demo.name}: {name}, reference {clip['transcription']!r}")
+    table = comparison_table(compare_depths(demo, clip["path"]), clip["transcription"])
+    print(table.to_string(index=False))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    demo = load_demo_model(args.model or default_model())
+    if args.check:
+        return check(demo)
+    launch(build_ui(demo), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
