@@ -107,3 +107,20 @@ def test_pruned_variant_has_its_own_smaller_card(measured_model, tmp_path, monke
     depths = sorted({r.metric_args["num_layers"] for r in card.data.eval_results})
     assert depths == [1, 2]
     assert json.loads((tmp_path / "d2" / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_card_template_is_package_data():
+    """Issue 9 item 3: the template is read from inside the package (a wheel carries it), not from the checkout;
+    .ci/run also publishes from a non-editable install in a fresh venv."""
+    import tomllib
+    from pathlib import Path
+
+    import hf_prunable_ctc
+    from hf_prunable_ctc.model_card import TEMPLATE
+
+    package = Path(hf_prunable_ctc.__file__).parent
+    assert Path(str(TEMPLATE)).resolve().parent.parent == package.resolve()
+    assert "{{ depth_table }}" in TEMPLATE.read_text()
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["hf_prunable_ctc"]
+    assert any(Path(str(TEMPLATE)).relative_to(package).match(p) for p in patterns)
