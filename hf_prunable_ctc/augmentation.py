@@ -270,28 +270,35 @@ def transpose(waveform: np.ndarray, sampling_rate: int, semitones: float) -> np.
 def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise of a colour: white (flat), pink (power ~ 1/f) or brown (power ~ 1/f^2).
 
-    Made by shaping the spectrum of white noise (the method of audiomentations' `AddColorNoise`), then scaled to
-    unit RMS.
+    Pink and brown are drawn in the frequency domain (a complex Gaussian spectrum shaped by 1/f^(exponent/2), the
+    method of audiomentations' `AddColorNoise`) and brought back with one inverse FFT of a fast length; the result
+    has no DC offset and is scaled to unit RMS.
 
     Returns:
-        (num_samples,) float32 with RMS 1 (all zeros when num_samples < 2 leaves nothing to shape).
+        (num_samples,) float32 with RMS 1 (zeros when num_samples < 2 leaves nothing to shape).
     """
+    from scipy.fft import irfft, next_fast_len
+
     if color not in NOISE_COLORS:
         raise ValueError(f"noise colour {color!r}: choose one of {NOISE_COLORS}")
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-    white = rng.standard_normal(num_samples)
     exponent = NOISE_COLOR_EXPONENTS[color]
-    if exponent and num_samples > 1:
-        spectrum = np.fft.rfft(white)
-        frequencies = np.fft.rfftfreq(num_samples)
-        frequencies[0] = frequencies[1]  # no infinite gain at DC
-        noise = np.fft.irfft(spectrum / frequencies ** (exponent / 2), n=num_samples)
-        noise -= noise.mean()  # brown noise would otherwise carry a large DC offset
+    if exponent == 0 or num_samples < 2:
+        noise = rng.standard_normal(num_samples, dtype=np.float32)
     else:
-        noise = white
-    rms = math.sqrt(float(np.mean(noise ** 2))) if num_samples else 0.0
-    return (noise / rms if rms > 0 else np.zeros(num_samples)).astype(np.float32)
+        n_fft = next_fast_len(num_samples, real=True)
+        bins = n_fft // 2 + 1
+        spectrum = (rng.standard_normal(bins, dtype=np.float32)
+                    + 1j * rng.standard_normal(bins, dtype=np.float32)).astype(np.complex64)
+        gain = np.arange(bins, dtype=np.float32)
+        gain[0] = 1.0
+        spectrum /= gain ** np.float32(exponent / 2)
+        spectrum[0] = 0.0  # no DC: brown noise would otherwise drift far from zero
+        noise = irfft(spectrum, n=n_fft)[:num_samples]
+        noise -= noise.mean()
+    rms = math.sqrt(float(np.mean(np.square(noise, dtype=np.float64)))) if num_samples else 0.0
+    return (noise / rms).astype(np.float32) if rms > 0 else np.zeros(num_samples, np.float32)
 
 
 def add_noise(waveform: np.ndarray, noise: np.ndarray, snr_db: float,
@@ -611,7 +618,8 @@ class WaveformAugmentation:
 
     def _noise(self, num_samples: int, sampling_rate: int) -> np.ndarray:
         config, rng = self.config, self.rng
-        from_files = self.noise_files is not None and (not config.noise_colors or rng.random() < config.noise_file_share)
+        from_files = self.noise_files is not None and (not config.noise_colors
+                                                       or rng.random() < config.noise_file_share)
         if from_files:
             return self.noise_files.excerpt(num_samples, sampling_rate, rng)
         return colored_noise(num_samples, str(rng.choice(config.noise_colors)), rng)

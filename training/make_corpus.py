@@ -19,11 +19,13 @@ Text: fortunes, the King James Bible and WordNet's example sentences, cut at . !
 `hf_prunable_ctc.text.clean_sentence` says that the reading is exactly the transcript (no digits, abbreviations,
 acronyms or symbols).
 
-Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (and the held-out splits' folders, when asked for) (columns `METADATA_COLUMNS`) next to 16 kHz mono FLAC
-(or, with `--audio_format opus`, Opus in Ogg) files. Validation and test speakers never occur in train (held out
-per espeak-ng accent and among the CMU speakers, so the test split covers several accents and engines), and no
-transcript occurs in two splits. The same settings and `--seed` give the same plan; a rerun only synthesises the
-files that are missing, and writes the metadata last, listing the planned files that exist.
+Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (columns `METADATA_COLUMNS`; the held-out splits'
+folders too when asked for) next to 16 kHz mono FLAC (or, with `--audio_format opus`, Opus in Ogg) files, and a
+README.md saying which voices and texts went to which split. Validation and test speakers never occur in train
+(held out per espeak-ng accent and among the CMU and MBROLA speakers, so the test split covers several accents and
+engines), and no transcript occurs in two splits. The MBROLA voices are in Debian's contrib and non-free sections
+(`APT_INSTALL_ALL` installs every voice). The same settings and `--seed` give the same plan; a rerun only
+synthesises the files that are missing, and writes the metadata last, listing the planned files that exist.
 """
 
 from __future__ import annotations
