@@ -37,11 +37,16 @@ def train_args(tmp_path, output_dir, *extra):
 
 
 def test_two_step_training_writes_per_depth_metrics(tmp_path):
+    """Also issue 9 item 4: duration limits cut the training split only; the test split is scored whole and the
+    file says how many utterances were scored and left out."""
     out = tmp_path / "run"
-    train.main(train_args(tmp_path, out, "--max_steps", "2", "--test_split_name", "test"))
+    train.main(train_args(tmp_path, out, "--max_steps", "2", "--test_split_name", "test",
+                          "--max_duration_in_seconds", "2.5"))
     record = json.loads((out / "per_depth_metrics.json").read_text())
     assert record["split"] == "test"
     assert record["utterances"] == 42  # the whole demo test split: --max_eval_samples 8 bounds validation only
+    assert record["utterances_scored"] == 42 and record["utterances_left_out"] == 0 and record["left_out"] == {}
+    assert record["scoring"]["validation"]["utterances_scored"] == 8
     assert set(record["depths"]) == {"1", "2", "3"}
     params = [record["depths"][d]["parameters"] for d in ("1", "2", "3")]
     assert params[0] < params[1] < params[2]
