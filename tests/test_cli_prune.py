@@ -94,3 +94,13 @@ def test_publish_depth_card_has_its_own_depths_and_no_source_report(measured, tm
     assert "![" not in text  # the source's plots are not shown
     assert "prune_to(1)" in text  # the usage example fits a 2-layer model
     assert json.loads((tmp_path / "d2" / "pruning_schedules.json").read_text())["top"] == {"1": [1], "2": [1, 2]}
+
+
+def test_prune_then_transcribe_the_pruned_folder(measured, tmp_path, capsys):
+    """Issue 14 item 4 from the shell: the pruned folder is transcribed like any model folder."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    assert main(["prune", str(measured), str(tmp_path / "pruned-2"), "--depth", "2"]) == 0
+    assert main(["transcribe", str(tmp_path / "pruned-2"), str(tmp_path / "a.wav")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{tmp_path / 'a.wav'}\t")

@@ -67,12 +67,21 @@ def test_strategies_that_need_data_are_not_offered(capsys):
     assert "invalid choice: 'greedy'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["transcribe", "prune"])
+@pytest.mark.parametrize("command", ["transcribe", "prune", "publish"])
 def test_missing_model_folder_is_reported_at_once(tmp_path, capsys, command):
+    """Issue 14 item 3: a path that does not exist is not tried as a Hub id (no network retries)."""
     missing = str(tmp_path / "runs" / "nothing")
-    argv = [command, missing, str(tmp_path / "x")] + (["--depth", "1"] if command == "prune" else [])
-    assert main(argv) == 2
+    extra = {"transcribe": [], "prune": ["--depth", "1"],
+             "publish": ["--repo_id", "you/x", "--card_info", "card.json", "--dry_run"]}[command]
+    assert main([command, missing, str(tmp_path / "x")] + extra) == 2
     assert f"no such model folder: {missing!r}" in capsys.readouterr().err
+
+
+def test_relative_path_shaped_like_a_hub_id_is_a_missing_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # "runs/mymodel" names a folder in runs/, not the Hub user "runs"
+    assert main(["transcribe", "runs/mymodel", "a.wav"]) == 2
+    assert "no such model folder: 'runs/mymodel'" in capsys.readouterr().err
 
 
 def test_help_lists_each_command_once_with_an_example_and_every_argument_has_help():
