@@ -86,7 +86,7 @@ def browser(tmp_path):
     profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1100",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1500",
                  # Everything but the app's loopback address resolves to nothing: a page that tried to fetch fonts
                  # or scripts from the internet would show it as missing content, not hang.
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
@@ -135,16 +135,20 @@ def test_upload_slider_compare_and_screenshot(app_url, browser, tmp_path):
     assert shallow_text and shallow_text != deep_text
     assert "(layers 1)" in shallow_timing and "(layers 1-8)" in deep_timing
 
+    # A bundled clip from the dropdown brings its reference transcript, so the comparison gets a WER column.
+    clip_input = browser.find_element("css selector", "#clip input")
+    clip_input.click()
+    clip_input.send_keys(CLIP.name, Keys.ENTER)
+    wait_until(browser, lambda d: text_of(d, "reference") == deep_text, "the bundled clip's reference transcript")
+
     # Compare all depths: one row per depth, the deepest matching the single transcription.
     browser.find_element("css selector", "#compare").click()
     wait_until(browser, lambda d: d.find_elements("css selector", "#comparison [role=grid][aria-rowcount='9']"),
                "the all-depths table (a header and 8 rows)", timeout_s=60)
     table = browser.find_element("css selector", "#comparison").text
-    assert shallow_text in table and deep_text in table and "RTF" in table
+    assert shallow_text in table and deep_text in table and "RTF" in table and "WER %" in table
 
     # The whole page, for people (and the README).
-    height = browser.execute_script("return document.body.scrollHeight")
-    browser.set_window_size(1280, max(900, min(height + 40, 2400)))
     for target in [tmp_path / "demo_page.png"] + ([Path(os.environ["DEMO_SCREENSHOT"])]
                                                    if os.environ.get("DEMO_SCREENSHOT") else []):
         assert browser.save_screenshot(str(target)), f"could not save {target}"
