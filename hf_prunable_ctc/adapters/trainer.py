@@ -60,6 +60,9 @@ class StockPerDepthCTCTrainer(PerDepthCTCTrainer):
         # ("model."-prefixed names) instead of a stock checkpoint.
         output_dir = output_dir or self.args.output_dir
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        # Tokenizer and feature extractor next to the weights: what AutoTokenizer / AutoFeatureExtractor (and so the
+        # ASR pipeline) load from the same folder.
+        self.ctc_tokenizer.save_pretrained(output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, f"{output_dir}/training_args.bin")
