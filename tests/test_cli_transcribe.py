@@ -96,3 +96,12 @@ def test_help_lists_each_command_once_with_an_example_and_every_argument_has_hel
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.dest} has no help"
+
+
+def test_many_files_show_a_progress_bar_on_stderr_only(model_dir, tmp_path, capsys):
+    for i in range(10):
+        noise(tmp_path / "many" / f"{i:02d}.wav", samples=200, seed=i)
+    assert main(["transcribe", str(model_dir), str(tmp_path / "many")]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 10 and "transcribing" not in captured.out
+    assert "transcribing" in captured.err and "10/10" in captured.err

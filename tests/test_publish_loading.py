@@ -1,0 +1,46 @@
+"""Issue 13 (bullet 3): with the package installed, a published folder loads through every documented path
+(config, model, tokenizer, feature extractor, processor, pipeline) without trust_remote_code and without a prompt."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import tiny_model
+from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.vocabulary import make_tokenizer
+
+
+def test_published_folder_loads_without_remote_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = make_tokenizer()
+    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "model")
+    save_processor(make_feature_extractor(), tokenizer, tmp_path / "model")
+    (tmp_path / "model" / "per_depth_metrics.json").write_text(json.dumps({"split": "test", "depths": {
+        str(d): {"layers": layers, "wer": 50.0 - d, "cer": 20.0 - d, "parameters": 1}
+        for d, layers in model.pruning_schedule().items()}}))
+    card = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_command="train")
+    publish(str(tmp_path / "model"), str(tmp_path / "repo"), "you/toy", card, dry_run=True)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        import hf_prunable_ctc
+        from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoProcessor,
+                                  AutoTokenizer, pipeline)
+        path = {str(tmp_path / "repo")!r}
+        for load in (AutoConfig, AutoModel, AutoModelForCTC, AutoTokenizer, AutoFeatureExtractor, AutoProcessor):
+            obj = load.from_pretrained(path)
+            assert not type(obj).__module__.startswith("transformers_modules"), type(obj).__module__
+        asr = pipeline("automatic-speech-recognition", model=path)
+        audio = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+        print("OK", type(asr.model).__name__, repr(asr(audio)["text"])[:0])
+    """)
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"))
+    # No standard input: a trust_remote_code prompt would fail instead of waiting.
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "OK PrunableCTCForCTC" in run.stdout
+    assert not (tmp_path / "modules").exists()  # no remote code was fetched or run
