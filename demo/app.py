@@ -463,8 +463,12 @@ def check(demo: DemoModel) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    demo = load_demo_model(args.model or default_model())
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        demo = load_demo_model(args.model or default_model())
+    except (ValueError, FileNotFoundError) as error:  # a wrong --model: one line, not a traceback
+        parser.error(str(error))
     if args.check:
         return check(demo)
     launch(build_ui(demo), args.host, args.port)

@@ -130,6 +130,14 @@ def test_bad_model_argument_names_it(tmp_path, monkeypatch):
         app.load_demo_model("no-such-user/no-such-model")
 
 
+def test_command_line_names_a_bad_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--check", "--model", "no-such-user/no-such-model"])
+    assert exit_info.value.code == 2
+    assert "'no-such-user/no-such-model' is neither a folder nor a Hub model id" in capsys.readouterr().err
+
+
 def test_default_model_prefers_the_environment(monkeypatch):
     monkeypatch.setenv(app.MODEL_ENV, "someone/some-model")
     assert app.default_model() == "someone/some-model"
