@@ -206,6 +206,17 @@ class AugmentationConfig:
 # ------------------------------------------------------------------------------------------------------ the parts
 
 
+def _require(module: str, package: str):
+    """Import an optional dependency, or say which package installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"this augmentation needs {package}: pip install {package} (or pip install "
+                          "'hf-prunable-ctc[augment]')") from error
+
+
 def _as_waveform(waveform: np.ndarray, name: str = "waveform") -> np.ndarray:
     waveform = np.asarray(waveform)
     if waveform.ndim != 1:
@@ -255,8 +266,7 @@ def transpose(waveform: np.ndarray, sampling_rate: int, semitones: float) -> np.
     Returns:
         (num_samples,) float32, time-aligned with the input.
     """
-    import python_stretch
-
+    python_stretch = _require("python_stretch", "python-stretch")
     waveform = _as_waveform(waveform)
     _check_rate(sampling_rate)
     if semitones == 0.0 or waveform.size == 0:
@@ -277,8 +287,7 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     Returns:
         (num_samples,) float32 with RMS 1 (zeros when num_samples < 2 leaves nothing to shape).
     """
-    from scipy.fft import irfft, next_fast_len
-
+    scipy_fft = _require("scipy.fft", "scipy")
     if color not in NOISE_COLORS:
         raise ValueError(f"noise colour {color!r}: choose one of {NOISE_COLORS}")
     if num_samples < 0:
@@ -287,7 +296,7 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     if exponent == 0 or num_samples < 2:
         noise = rng.standard_normal(num_samples, dtype=np.float32)
     else:
-        n_fft = next_fast_len(num_samples, real=True)
+        n_fft = scipy_fft.next_fast_len(num_samples, real=True)
         bins = n_fft // 2 + 1
         spectrum = (rng.standard_normal(bins, dtype=np.float32)
                     + 1j * rng.standard_normal(bins, dtype=np.float32)).astype(np.complex64)
@@ -295,7 +304,7 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
         gain[0] = 1.0
         spectrum /= gain ** np.float32(exponent / 2)
         spectrum[0] = 0.0  # no DC: brown noise would otherwise drift far from zero
-        noise = irfft(spectrum, n=n_fft)[:num_samples]
+        noise = scipy_fft.irfft(spectrum, n=n_fft)[:num_samples]
         noise -= noise.mean()
     rms = math.sqrt(float(np.mean(np.square(noise, dtype=np.float64)))) if num_samples else 0.0
     return (noise / rms).astype(np.float32) if rms > 0 else np.zeros(num_samples, np.float32)
@@ -389,8 +398,7 @@ def simulate_rir_bank(num_rooms: int, sampling_rate: int, rt60_range_s: Sequence
         `num_rooms` float32 impulse responses, each (length,), starting at the direct path (the propagation delay
         removed, so reverberation does not shift the speech against its frames) and scaled to unit peak.
     """
-    import pyroomacoustics
-
+    pyroomacoustics = _require("pyroomacoustics", "pyroomacoustics")
     rng = np.random.default_rng(seed)
     bank = []
     while len(bank) < num_rooms:
@@ -452,8 +460,7 @@ def reverberate(waveform: np.ndarray, rir: np.ndarray) -> np.ndarray:
         (num_samples,) float32: the first num_samples of the reverberant signal (the tail past the end is cut, as
         the transcript ends there), scaled to the input's RMS.
     """
-    from scipy.signal import fftconvolve
-
+    fftconvolve = _require("scipy.signal", "scipy").fftconvolve
     waveform = _as_waveform(waveform)
     rir = _as_waveform(rir, "rir")
     if waveform.size == 0 or rir.size == 0:

@@ -287,3 +287,18 @@ def test_dataloader_workers_draw_different_augmentations_and_repeat_with_the_see
     assert not torch.equal(first[0], first[1])
     for a, b in zip(first, run()):
         assert torch.equal(a, b)
+
+
+def test_missing_optional_dependency_names_the_package(monkeypatch):
+    import importlib
+
+    real_import = importlib.import_module
+
+    def no_stretch(name, *args):
+        if name == "python_stretch":
+            raise ImportError("No module named 'python_stretch'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_stretch)
+    with pytest.raises(ImportError, match=r"pip install python-stretch \(or pip install 'hf-prunable-ctc\[augment\]'\)"):
+        aug.transpose(_tone(0.1), SR, 1.0)
