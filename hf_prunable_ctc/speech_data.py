@@ -10,13 +10,17 @@ Sources, as `run_speech_recognition_ctc.py` names them:
   column is cast to `Audio(decode=False)`, which yields `{"bytes", "path"}` without torchcodec/FFmpeg, and decoded
   with soundfile.
 
-Two ways to feed the model (`FEATURE_MODES`):
+Three ways to feed the model (`FEATURE_MODES`):
 - ``"on_the_fly"`` (the default for training, and the one for large corpora): preparation reads only file headers
   (`soundfile.info`: frame count and rate, no decoding) for the duration limits and `input_length`; the collator
   decodes the encoded audio and computes log-mel features per batch, in the dataloader workers. Storage stays the
   compressed audio, and `group_by_length` needs no pass that decodes the corpus.
+- ``"waveforms"``: every utterance is decoded once and its samples stored (float32 at the extractor's rate, read
+  back as numpy); the collator computes features per batch. Decoding is paid once, and a training-time
+  `waveform_transform` (augmentation) still sees waveforms; storage is 64 KB per second of audio.
 - ``"cached"``: every utterance is decoded once and its features stored in Arrow as fixed-width float32 arrays,
-  read back as numpy. Evaluation splits are always prepared this way, so every utterance left out of a score is
+  read back as numpy (32 KB per second of audio with 80 bins); the fastest to read, but nothing can be done to
+  the waveform any more. Evaluation splits are always prepared this way, so every utterance left out of a score is
   known (and counted) before scoring.
 
 Bad rows never stop a run: unreadable audio, transcripts empty after normalisation and (training split only)
@@ -39,7 +43,7 @@ from .features import HOP_LENGTH, extract_features, num_feature_frames
 from .text import normalize_transcript
 from .vocabulary import count_out_of_vocabulary
 
-FEATURE_MODES = ("on_the_fly", "cached")
+FEATURE_MODES = ("on_the_fly", "waveforms", "cached")
 AUDIO_COLUMN = "audio"  # where a prepared on-the-fly split keeps each utterance's encoded audio
 
 
@@ -180,14 +184,15 @@ def prepare_split(dataset, feature_extractor, tokenizer, audio_column: str = "au
 
     Args:
         features: "cached" stores `input_features` (frames, bins) float32, decoded and computed here;
-            "on_the_fly" keeps the encoded audio in column `AUDIO_COLUMN` for `DataCollatorCTCWithPadding` to
-            decode, reading only file headers here (see the module docstring).
+            "waveforms" stores the decoded samples (num_samples,) float32 in column `AUDIO_COLUMN`;
+            "on_the_fly" keeps the encoded audio there for `DataCollatorCTCWithPadding` to decode, reading only
+            file headers here (see the module docstring).
         min_duration_s, max_duration_s: duration limits in seconds; give them for the training split only, so that
             evaluation scores every utterance.
 
     Returns:
         `(dataset, PreparationReport)`; dropped rows are gone from the dataset. Columns: `labels`, `input_length`,
-        `text`, and `input_features` (cached) or `AUDIO_COLUMN` (on the fly).
+        `text`, and `input_features` (cached) or `AUDIO_COLUMN` (waveforms, on the fly).
     """
     import datasets
 
@@ -200,16 +205,17 @@ def prepare_split(dataset, feature_extractor, tokenizer, audio_column: str = "au
     normalize_kwargs = {"uppercase": uppercase}
     if chars_to_ignore is not None:
         normalize_kwargs["chars_to_ignore"] = chars_to_ignore
-    cached = features == "cached"
+    cached, decoded = features == "cached", features == "waveforms"
     # Dropped rows still need a value of the same type until they are filtered out.
     no_features = np.zeros((0, feature_extractor.feature_size), dtype=np.float32)
+    no_samples = np.zeros(0, dtype=np.float32)
 
     def prepare(batch):
         out = {"labels": [], "input_length": [], "text": [], "drop_reason": []}
         out["input_features" if cached else AUDIO_COLUMN] = []
         for source, raw_text in zip(batch[audio_column], batch[text_column]):
             text = normalize_transcript(raw_text or "", **normalize_kwargs)
-            reason, inputs, frames = "", (no_features if cached else source), 0
+            reason, inputs, frames = "", (no_features if cached else no_samples if decoded else source), 0
             if not text:
                 reason = "empty transcripts"
             else:
@@ -224,12 +230,15 @@ def prepare_split(dataset, feature_extractor, tokenizer, audio_column: str = "au
                     elif cached:
                         inputs = extract_features(feature_extractor, load_audio(source, sampling_rate=sampling_rate))
                         frames = len(inputs)
+                    elif decoded:
+                        inputs = load_audio(source, sampling_rate=sampling_rate)
+                        frames = num_feature_frames(len(inputs))
                 except AudioDecodingError:
                     reason = "unreadable audio"
                 except ValueError:  # silent: the features would not be finite
                     reason = "too short or silent audio"
-            out["input_features" if cached else AUDIO_COLUMN].append(inputs if not reason else
-                                                                     (no_features if cached else source))
+            out["input_features" if cached else AUDIO_COLUMN].append(
+                inputs if not reason else no_features if cached else no_samples if decoded else source)
             out["labels"].append(tokenizer(text).input_ids if not reason else [])
             out["input_length"].append(frames if not reason else 0)
             out["text"].append(text)
@@ -237,6 +246,11 @@ def prepare_split(dataset, feature_extractor, tokenizer, audio_column: str = "au
         return out
 
     output_features = None
+    if decoded:
+        output_features = datasets.Features({
+            AUDIO_COLUMN: datasets.List(datasets.Value("float32")),
+            "labels": datasets.List(datasets.Value("int64")), "input_length": datasets.Value("int64"),
+            "text": datasets.Value("string"), "drop_reason": datasets.Value("string")})
     if cached:
         # Fixed-width float32 rows come back from Arrow as numpy ~10x faster than nested float lists.
         output_features = datasets.Features({
@@ -249,8 +263,9 @@ def prepare_split(dataset, feature_extractor, tokenizer, audio_column: str = "au
     report.dropped.update(r for r in prepared["drop_reason"] if r)
     kept = prepared.filter(lambda reasons: [not r for r in reasons], input_columns="drop_reason", batched=True)
     kept = kept.remove_columns("drop_reason")
-    if cached:
-        kept = kept.with_format("numpy", columns=["input_features"], output_all_columns=True)
+    if cached or decoded:
+        kept = kept.with_format("numpy", columns=["input_features" if cached else AUDIO_COLUMN],
+                                output_all_columns=True)
     report.kept = len(kept)
     report.unknown_characters = count_out_of_vocabulary(kept["text"], tokenizer.get_vocab())
     report.hours = sum(kept["input_length"]) * HOP_LENGTH / sampling_rate / 3600

@@ -82,6 +82,24 @@ def test_on_the_fly_preparation_reads_headers_only_and_the_collator_decodes(tmp_
     assert batch["labels"].tolist()[0][:5] == cached[0]["labels"]
 
 
+def test_waveforms_mode_decodes_once_and_the_collator_only_computes_features(tmp_path, decode_counter):
+    """Issue 9 item 6: decoded float32 samples are stored (read back as numpy), so batches cost features only and
+    a waveform augmentation still applies."""
+    root = write_split(tmp_path, "train", [("a.wav", "HELLO", speech(1.0)), ("b.wav", "WORLD", speech(1.5, 1))])
+    extractor = make_feature_extractor()
+    prepared, report = prepare_split(load_split("audiofolder", "train", data_dir=str(root)), extractor,
+                                     make_tokenizer(), features="waveforms")
+    assert len(decode_counter) == 2 and report.kept == 2
+    row = prepared[1]
+    assert isinstance(row["audio"], np.ndarray) and row["audio"].dtype == np.float32 and row["audio"].shape == (24000,)
+    seen = []
+    collate = DataCollatorCTCWithPadding(feature_extractor=extractor, tokenizer=make_tokenizer(),
+                                         waveform_transform=lambda samples, rate: seen.append(rate) or samples)
+    batch = collate([prepared[0], prepared[1]])
+    assert len(decode_counter) == 2 and seen == [RATE, RATE]
+    assert batch["attention_mask"].sum(-1).tolist() == prepared["input_length"]
+
+
 def test_collator_takes_paths_bytes_dicts_and_arrays():
     """Issue 9 item 6: every form a prepared split can hold (path, Hub {"bytes","path"}, decoded array)."""
     audio = speech(1.2)

@@ -70,9 +70,10 @@ class DataArguments:
         default=20.0, metadata={"help": "Training split only: evaluation and test splits are scored whole."})
     feature_mode: str = field(
         default="on_the_fly", metadata={"help": "Training features: 'on_the_fly' (decoded and computed per batch in "
-                                                "the dataloader workers; for large corpora) or 'cached' (computed "
-                                                "once and stored; small corpora, many epochs on CPU). Evaluation "
-                                                "splits are always cached."})
+                                                "the dataloader workers; for large corpora), 'waveforms' (decoded "
+                                                "once, features per batch: augmentation on a small corpus) or "
+                                                "'cached' (computed once and stored; small corpora, many epochs on "
+                                                "CPU). Evaluation splits are always cached."})
     max_train_samples: Optional[int] = field(default=None)
     max_eval_samples: Optional[int] = field(default=None)
     preprocessing_num_workers: Optional[int] = field(default=None)
