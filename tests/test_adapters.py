@@ -157,9 +157,13 @@ def test_pruned_checkpoint_is_the_stock_class_with_the_wrapped_logits(family, tm
 
     reloaded = AutoModelForCTC.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(model)
-    assert sum(p.numel() for p in reloaded.parameters()) == wrapped.count_parameters() < full_parameters
+
     logits = reloaded(batch[model.main_input_name], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(logits, expected)
+    assert sum(p.numel() for p in reloaded.parameters()) == wrapped.count_parameters() < full_parameters
+    rewrapped = make_prunable(reloaded)
+    assert rewrapped.config.prunable_ctc["pruned_from"] == NUM_LAYERS  # survives re-wrapping
+    assert rewrapped.prune_to(1).config.prunable_ctc["pruned_from"] == NUM_LAYERS
 
 
 @pytest.mark.parametrize("family", ["wav2vec2-stable-layer-norm", "parakeet"])
@@ -187,6 +191,7 @@ def test_full_depth_save_records_the_settings_for_a_later_prune(tmp_path):
     reloaded = AutoModelForCTC.from_pretrained(tmp_path)
     assert reloaded.config.num_hidden_layers == NUM_LAYERS
     again = make_prunable(reloaded)
+    assert again.config.prunable_ctc["replaced_layerdrop"] == pytest.approx(0.1)  # kept across save and reload
     assert (again.interctc_layers, again.interctc_weight, again.stochastic_depth_rate,
             again.stochastic_depth_schedule) == ([1, 3], 0.3, 0.25, "uniform")
 

@@ -131,7 +131,9 @@ class PrunableStockCTC(nn.Module):
         # The stock LayerDrop skips layers without rescaling and without telling us which, so intermediate outputs
         # could not be attributed to a layer; stochastic depth replaces it (the old value is kept in the config).
         encoder_config = self.family.encoder_config(self.model)
-        self._replaced_layerdrop = float(getattr(encoder_config, "layerdrop", 0.0) or 0.0)
+        # A checkpoint saved by a wrapper has LayerDrop 0 already; keep the value it replaced back then.
+        saved = (getattr(self.model.config, CONFIG_KEY, None) or {}).get("replaced_layerdrop", 0.0)
+        self._replaced_layerdrop = float(getattr(encoder_config, "layerdrop", 0.0) or saved or 0.0)
         if self._replaced_layerdrop > 0:
             logger.warning("make_prunable: the model's LayerDrop (%s) is turned off; stochastic_depth_rate replaces it",
                            self._replaced_layerdrop)
@@ -165,13 +167,17 @@ class PrunableStockCTC(nn.Module):
 
     def record_settings(self) -> None:
         """Write the settings into the stock config, so a saved full-depth model keeps them for a later `prune_to`."""
-        setattr(self.model.config, CONFIG_KEY, {
+        previous = getattr(self.model.config, CONFIG_KEY, None) or {}
+        settings = {
             "interctc_layers": list(self.interctc_layers),
             "interctc_weight": self.interctc_weight,
             "stochastic_depth_rate": self.stochastic_depth_rate,
             "stochastic_depth_schedule": self.stochastic_depth_schedule,
             "replaced_layerdrop": self._replaced_layerdrop,
-        })
+        }
+        if "pruned_from" in previous:  # the original depth survives re-wrapping a pruned checkpoint
+            settings["pruned_from"] = previous["pruned_from"]
+        setattr(self.model.config, CONFIG_KEY, settings)
 
     # -- forward ----------------------------------------------------------------------------------------------------
 
@@ -287,8 +293,9 @@ class PrunableStockCTC(nn.Module):
         self.interctc_layers = [i for i in self.interctc_layers if i < depth]
         if not self.interctc_layers:
             self.interctc_weight = 0.0
+        pruned_from = (getattr(self.model.config, CONFIG_KEY, None) or {}).get("pruned_from", total)
         self.record_settings()
-        self.model.config.prunable_ctc["pruned_from"] = total
+        getattr(self.model.config, CONFIG_KEY)["pruned_from"] = pruned_from  # the original depth, however many prunings
         return self
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
