@@ -11,6 +11,7 @@ its sibling modules.
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -262,10 +263,9 @@ class SelfAttention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
         cos, sin = rotary
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        implementation = "eager" if output_attentions else self.config._attn_implementation
         attend = eager_attention_forward
-        if implementation != "eager":
-            attend = ALL_ATTENTION_FUNCTIONS[implementation]
+        if not output_attentions:
+            attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         attended, weights = attend(self, query, key, value, key_mask, scaling=self.scaling,
                                    dropout=self.dropout if self.training else 0.0)
         return self.out(attended.reshape(batch, frames, width)), weights
@@ -361,6 +361,28 @@ def distributed_world_size() -> int:
     return 1
 
 
+def describe_tensors(names: Sequence[str]) -> str:
+    """Tensor names summarised: encoder layers by their (1-based) index, other tensors by name (10 at most)."""
+    layer_indices = sorted({int(m.group(1)) + 1 for m in map(re.compile(r"layers\.(\d+)\.").search, names) if m})
+    others = sorted(n for n in names if not re.search(r"layers\.\d+\.", n))
+    parts = [f"tensors of encoder layers {layer_indices} (1-based)"] if layer_indices else []
+    if others:
+        parts.append(", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+    return "; ".join(parts)
+
+
+def check_loaded_tensors(loading_info: dict) -> None:
+    """Raise `ValueError` naming encoder tensors a checkpoint lacks, or encoder layers it has beyond its config."""
+    missing = [k for k in loading_info.get("missing_keys", ()) if not k.startswith("lm_head.")]
+    extra = [k for k in loading_info.get("unexpected_keys", ()) if "layers." in k]
+    if missing or extra:
+        problems = ([f"missing: {describe_tensors(missing)}"] if missing else []) + (
+            [f"extra: {describe_tensors(extra)}"] if extra else [])
+        raise ValueError(f"the checkpoint does not match its config ({'; '.join(problems)}): the weights were "
+                         "probably saved from a model with other layers; save the model again with `save_pretrained` "
+                         "after pruning, or use the config that was saved with these weights")
+
+
 class PrunableCTCPreTrainedModel(PreTrainedModel):
     config_class = PrunableCTCConfig
     base_model_prefix = "model"
@@ -379,6 +401,20 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
     # label tokens of the whole accumulated batch) would weight utterances by length instead, a different loss. With
     # "sum" reduction the loss is a plain sum and the Trainer's division keeps it proportional to the same sum.
     accepts_loss_kwargs = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing checkpoints whose encoder tensors do not match their config.
+
+        Transformers initialises missing tensors at random and only logs it: for a model whose checkpoints are
+        pruned copies, a config naming layers the weights lack (or the reverse) would transcribe garbage. Missing
+        or extra encoder tensors raise `ValueError` naming them; a missing or extra CTC head (loading the encoder
+        alone, or an encoder checkpoint under a new head) is left to Transformers' usual report.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        check_loaded_tensors(info)
+        return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus this file and its siblings next to the weights (remote code).

@@ -172,3 +172,119 @@ def test_spec_augment_masks_only_in_training(batch):
         model.train()
         torch.manual_seed(0)
         assert not torch.allclose(model(features, mask).logits, plain.train()(features, mask).logits)
+
+
+# --- issue 9 item 8: SpecAugment, gradient checkpointing, return_dict; issue 13: attentions ------------------------
+
+def test_spec_augment_can_mask_the_last_bin_and_frame_and_stays_inside_each_utterance():
+    from hf_prunable_ctc.modeling_prunable_ctc import spec_augment
+
+    config = tiny_config(spec_augment_freq_masks=1, spec_augment_freq_width=4,
+                         spec_augment_time_masks_per_second=20.0, spec_augment_time_width=10)
+    lengths = torch.tensor([60, 25])
+    features = torch.ones(2, 60, 16)
+    torch.manual_seed(0)
+    masked = torch.stack([spec_augment(features, lengths, config) == 0 for _ in range(300)])  # (draw, b, t, f)
+    freq_masked = masked.all(dim=2)  # bins zeroed over all frames: (draw, batch, bins)
+    assert freq_masked[:, :, -1].any(), "the last mel bin is never masked"
+    assert freq_masked[:, :, 0].any()
+    assert freq_masked.sum(-1).max() <= 4  # one band of at most 4 bins
+    time_masked = masked.all(dim=3) & ~freq_masked.all(dim=2, keepdim=True)  # frames zeroed over all bins
+    assert time_masked[:, 0, 59].any() and time_masked[:, 1, 24].any(), "the last valid frame is never masked"
+    assert not time_masked[:, 1, 25:].any(), "time masks must stay inside the utterance's valid frames"
+    # 20 masks per second: 12 masks of at most 10 frames for 60 frames, 5 of at most 5 frames for 25.
+    assert time_masked[:, 1].sum(-1).max() <= 25 and time_masked[:, 1].sum(-1).float().mean() > 3
+    # Masks differ between the utterances of one batch (drawn per utterance, not once per batch).
+    assert not torch.equal(freq_masked[:, 0], freq_masked[:, 1])
+
+
+def test_spec_augment_is_vectorised_over_the_batch():
+    """No Python loop over utterances: masking 512 utterances costs about as much as masking 8."""
+    import time
+
+    from hf_prunable_ctc.modeling_prunable_ctc import spec_augment
+
+    config = tiny_config(spec_augment_freq_masks=2, spec_augment_time_masks_per_second=5.0)
+
+    def seconds(batch):
+        features, lengths = torch.zeros(batch, 300, 16), torch.full((batch,), 300)
+        spec_augment(features, lengths, config)
+        start = time.perf_counter()
+        for _ in range(5):
+            spec_augment(features, lengths, config)
+        return time.perf_counter() - start
+
+    assert seconds(512) < 10 * seconds(8) + 0.05
+
+
+@pytest.mark.parametrize("encoder_type", ["transformer", "conformer"])
+def test_gradient_checkpointing_gives_the_same_gradients(encoder_type, batch):
+    features, mask = batch
+    labels = labels_for(3, [6, 5, 3])
+
+    def gradients(checkpointing):
+        model = tiny_model(encoder_type=encoder_type, interctc_layers=[1, 2], interctc_weight=0.3,
+                           self_conditioning=True).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert model.is_gradient_checkpointing
+        model(features, mask, labels=labels).loss.backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, msg=lambda m: f"{name}: {m}")
+
+
+def test_gradient_checkpointing_with_stochastic_depth_and_dropout_trains(batch):
+    model = tiny_model(stochastic_depth_rate=0.5, hidden_dropout=0.1, attention_dropout=0.1).train()
+    model.gradient_checkpointing_enable()
+    model(*batch, labels=labels_for(3, [4, 4, 2])).loss.backward()
+    assert model.model.layers[0].attention.qkv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("where", ["argument", "config"])
+def test_return_dict_false_gives_tuples(where, batch):
+    features, mask = batch
+    labels = labels_for(3, [6, 5, 3])
+    model = tiny_model(interctc_layers=[2], interctc_weight=0.3)
+    with torch.no_grad():
+        expected = model(features, mask, labels=labels)
+        if where == "config":
+            model.config.return_dict = False
+            out, encoded = model(features, mask, labels=labels), model.model(features, mask)
+        else:
+            out = model(features, mask, labels=labels, return_dict=False)
+            encoded = model.model(features, mask, return_dict=False)
+    assert isinstance(out, tuple) and isinstance(encoded, tuple)
+    torch.testing.assert_close(out[0], expected.loss)
+    torch.testing.assert_close(out[1], expected.logits)
+    torch.testing.assert_close(model.lm_head(encoded[0]), expected.logits)
+
+
+@pytest.mark.parametrize("encoder_type", ["transformer", "conformer"])
+def test_output_attentions_returns_probabilities_of_every_layer(encoder_type, batch):
+    features, mask = batch
+    model = tiny_model(encoder_type=encoder_type)
+    with torch.no_grad():
+        plain = model(features, mask)
+        out = model(features, mask, output_attentions=True, layers=[1, 3])
+    assert plain.attentions is None
+    assert len(out.attentions) == 2
+    for weights in out.attentions:
+        assert weights.shape == (3, 4, 15, 15)  # (batch, heads, frames, frames)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 15))
+        assert weights[1, :, :, 10:].abs().max() == 0  # utterance 2 has 10 frames: no weight on padding
+    # The eager path that computes the weights gives the same logits as the default kernel.
+    torch.testing.assert_close(out.logits, model(features, mask, layers=[1, 3]).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_implementation_switch(batch):
+    features, mask = batch
+    sdpa = tiny_model()
+    assert sdpa.config._attn_implementation == "sdpa"
+    eager = tiny_model()
+    eager.set_attn_implementation("eager")
+    assert eager.config._attn_implementation == "eager"
+    with torch.no_grad():
+        torch.testing.assert_close(eager(features, mask).logits, sdpa(features, mask).logits, atol=1e-5, rtol=1e-4)

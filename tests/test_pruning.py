@@ -174,3 +174,17 @@ def test_config_roundtrip_and_derived_ratio(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = PrunableCTCConfig.from_pretrained(tmp_path)
     assert without_path(loaded) == without_path(config)
+
+
+def test_pruning_that_ends_self_conditioning_drops_its_projection(tmp_path, batch):
+    """Issue 9 item 8: no `conditioning_projection` left in the checkpoint, so no unexpected keys on reload."""
+    model = tiny_model(interctc_layers=[2], interctc_weight=0.5, self_conditioning=True)
+    expected = logits(model, batch, layers=[1, 2])
+    model.prune_layers([1, 2])  # layer 2 becomes the last: no intermediate layer is left
+    assert not model.config.self_conditioning
+    assert not any("conditioning_projection" in name for name in model.state_dict())
+    torch.testing.assert_close(logits(model, batch), expected)
+    model.save_pretrained(tmp_path)
+    loaded, info = PrunableCTCForCTC.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    torch.testing.assert_close(logits(loaded.eval(), batch), expected)
