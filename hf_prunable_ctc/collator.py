@@ -110,7 +110,8 @@ class DataCollatorCTCWithPadding:
         for example in examples:
             source = example[AUDIO_KEY]
             try:
-                samples = source if isinstance(source, np.ndarray) else load_audio(source, sampling_rate=rate)
+                samples = load_audio(source, sampling_rate=rate) if not isinstance(source, np.ndarray) else \
+                    source if source.flags.writeable else source.copy()
             except AudioDecodingError as error:
                 self._skip("unreadable audio", error)
                 continue
@@ -119,7 +120,9 @@ class DataCollatorCTCWithPadding:
             if num_feature_frames(len(samples)) < 2:  # nothing to learn from, and some extractors fail on it
                 self._skip("too short audio", describe(source))
                 continue
-            waveforms.append(np.asarray(samples, dtype=np.float32))
+            samples = np.asarray(samples, dtype=np.float32)
+            # Rows read from Arrow are read-only views; torch warns on them and a transform may write in place.
+            waveforms.append(samples if samples.flags.writeable else samples.copy())
             kept.append(example)
         if waveforms:
             with np.errstate(divide="ignore", invalid="ignore"):  # non-finite rows are found and skipped below
