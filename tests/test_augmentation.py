@@ -302,3 +302,9 @@ def test_missing_optional_dependency_names_the_package(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", no_stretch)
     with pytest.raises(ImportError, match=r"pip install python-stretch \(or pip install 'hf-prunable-ctc\[augment\]'\)"):
         aug.transpose(_tone(0.1), SR, 1.0)
+
+
+def test_benchmark_reports_each_part_and_the_chain(rir_bank_path):
+    costs = aug.benchmark(_all_on(rir_bank_path), seconds=1.0, clip_s=0.5, repeats=1)
+    assert set(costs) == {"speed", "pitch", "reverb", "noise", "silence", "chain"}
+    assert all(cost >= 0 and math.isfinite(cost) for cost in costs.values())
