@@ -70,7 +70,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset_name: str = field(metadata={"help": "'audiofolder' (with --data_dir), a saved dataset folder, or a Hub id."})
+    dataset_name: str = field(
+        metadata={"help": "'audiofolder' (with --data_dir), a saved dataset folder, or a Hub id."})
     dataset_config_name: Optional[str] = field(default=None)
     data_dir: Optional[str] = field(default=None, metadata={"help": "audiofolder root with <split>/metadata.csv."})
     train_split_name: str = field(default="train")

@@ -3,10 +3,10 @@
 `make_prunable` never copies a model's code: it needs only four facts per family, read off the stock modules
 (transformers 5.x source, `models/<family>/modeling_<family>.py`):
 
-- **wav2vec2, hubert, wav2vec2-conformer** (`Wav2Vec2ForCTC`, `HubertForCTC`, `Wav2Vec2ConformerForCTC`): the backbone is
-  `model.<base_model_prefix>` (`wav2vec2`, `hubert`, `wav2vec2_conformer`), its layers are `backbone.encoder.layers`
-  (one `nn.ModuleList`), the head is `model.lm_head` behind `model.dropout` (`final_dropout`). Where the encoder's
-  `layer_norm` sits depends on the variant:
+- **wav2vec2, hubert, wav2vec2-conformer** (`Wav2Vec2ForCTC`, `HubertForCTC`, `Wav2Vec2ConformerForCTC`): the
+  backbone is `model.<base_model_prefix>` (`wav2vec2`, `hubert`, `wav2vec2_conformer`), its layers are
+  `backbone.encoder.layers` (one `nn.ModuleList`), the head is `model.lm_head` behind `model.dropout`
+  (`final_dropout`). Where the encoder's `layer_norm` sits depends on the variant:
   - post-norm (`do_stable_layer_norm=False`, the wav2vec2-base / HuBERT-base layout): `encoder.layer_norm` runs
     *before* the first layer and every layer ends in its own `final_layer_norm`, so a layer's output goes to the
     head as it is;
