@@ -2,4 +2,7 @@
 
 from .budget import depth_for_budget, profile_latency
 
-__all__ = ["profile_latency", "depth_for_budget"]
+# export needs onnx/onnxruntime/onnxscript, imported only when export_onnx is called.
+from .export import export_onnx
+
+__all__ = ["profile_latency", "depth_for_budget", "export_onnx"]
