@@ -155,9 +155,10 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
     )
 
 
-def basic_pruned_card(model_dir: str, source_dir: str, source_name: Optional[str] = None,
+def basic_pruned_card(model_dir: str, source_dir: str, name: str, source_name: Optional[str] = None,
                       strategy: Optional[str] = None) -> ModelCard:
-    """A short card for a pruned model when no card information (dataset, training command) is at hand.
+    """A short card, titled `name`, for a pruned model when no card information (dataset, training command) is at
+    hand (`model_dir` may be a staging folder; `source_name` defaults to `source_dir`).
 
     States what the model is (its layers and parameters per depth, where it came from, not fine-tuned) and, when
     the source folder has per-depth results, the WER/CER it measured for this model's layers.
@@ -183,11 +184,10 @@ def basic_pruned_card(model_dir: str, source_dir: str, source_name: Optional[str
         scores = f"{row['wer']:.1f} | {row['cer']:.1f}" if row else "not measured | not measured"
         lines.append(f"| {depth} | {','.join(map(str, layers))} | {model.count_parameters(layers=layers):,} | "
                      f"{scores} |")
-    name = os.path.basename(os.path.abspath(model_dir))
     data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition", tags=TAGS)
     text = "\n\n".join([
         f"---\n{data.to_yaml()}\n---", f"# {name}",
-        pruned_note(config, measured, source_name or os.path.abspath(source_dir), strategy),
+        pruned_note(config, measured, source_name or source_dir, strategy),
         f"## Depths{where}", "\n".join(lines),
         "Per-depth results for a dataset of your own: `python training/evaluate_depths.py --model <this folder> "
         "--data_dir <corpus> --split test` in a checkout of hf-prunable-ctc.",

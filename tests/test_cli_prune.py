@@ -54,6 +54,7 @@ def test_cli_prune_writes_a_folder_that_describes_the_pruned_model(measured, tmp
     # removed layer 1, so "top" has nothing left to state.
     assert schedules == {"uniform": {"1": [2], "2": [1, 2]}}
     card = (out / "README.md").read_text()
+    assert "\n# pruned\n" in card and ".partial" not in card  # titled by its folder, not the staging one
     assert "about the 4-layer model" not in card
     assert "pruned from" in card and "at depth 2 with the `uniform` strategy" in card and "not fine-tuned" in card
     assert "keeping its layers 2, 4" in card

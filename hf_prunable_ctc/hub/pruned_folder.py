@@ -42,7 +42,8 @@ def save_pruned(model, processor, folder: str, source: Optional[str] = None, str
         if card_kwargs is not None:
             card = build_model_card(staging, results_dir=source, pruning_strategy=strategy, **card_kwargs)
         else:
-            card = basic_pruned_card(staging, source, strategy=strategy)
+            card = basic_pruned_card(staging, source, name=os.path.basename(os.path.abspath(folder)),
+                                     strategy=strategy)
         card.save(os.path.join(staging, "README.md"))
 
     return write_output_folder(folder, fill, sources=[source] if source else [])
