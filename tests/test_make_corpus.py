@@ -336,20 +336,30 @@ needs_all_engines = pytest.mark.skipif(
 
 @needs_all_engines
 def test_corpus_with_held_out_splits(tmp_path):
-    result = mc.make_corpus(tmp_path, hours=None, max_utterances=9, voices=["espeak-ng:en-us+*", "flite:*"],
-                            sentences=SENTENCES, unseen_sentences=UNSEEN_TEXT, unseen_engines=["flite"],
+    text_file = tmp_path / "unseen.txt"  # one passage per line, cut into sentences like the text sources
+    text_file.write_text("Quantum lizards juggle purple violins. Seven zebras waltzed quietly.\n\n"
+                         "The cat sat on the mat.\n")
+    with pytest.raises(mc.CorpusSettingsError, match="--unseen_text_file .* is not a file"):
+        mc.make_corpus(tmp_path, hours=None, max_utterances=9, sentences=SENTENCES, unseen_text_file="nope.txt",
+                       log=lambda line: None)
+    corpus_dir = tmp_path / "corpus"
+    result = mc.make_corpus(corpus_dir, hours=None, max_utterances=9, voices=["espeak-ng:en-us+*", "flite:*"],
+                            sentences=SENTENCES, unseen_text_file=str(text_file), unseen_engines=["flite"],
                             test_size=2, validation_size=1, unseen_engine_size=2, unseen_text_size=2, seed=0,
                             progress=False, log=lambda line: None)
     assert result["synthesis"]["failed"] == []
-    rows = _rows(tmp_path)
+    rows = _rows(corpus_dir)
     assert {split: len(r) for split, r in rows.items()} == {
         "train": 2, "validation": 1, "test": 2, "test_unseen_engine": 2, "test_unseen_text": 2}
     assert {row["engine"] for row in rows["test_unseen_engine"]} == {"flite"}
     assert all(row["engine"] == "espeak-ng" for split in mc.SPLITS for row in rows[split])
+    # the file's sentence that is also a training-source sentence is not used
+    assert {row["transcription"] for row in rows["test_unseen_text"]} == {
+        "QUANTUM LIZARDS JUGGLE PURPLE VIOLINS", "SEVEN ZEBRAS WALTZED QUIETLY"}
     for row in rows["test_unseen_engine"] + rows["test_unseen_text"]:
         assert float(row["duration"]) > 0.3
-    readme = (tmp_path / "README.md").read_text()
-    assert "test_unseen_engine" in readme and "flite `" in readme and "test_unseen_text" in readme
+    readme = (corpus_dir / "README.md").read_text()
+    assert "test_unseen_engine" in readme and "flite `" in readme and "- `test_unseen_text`: unseen.txt 2" in readme
 
 
 @pytest.mark.skipif(shutil.which("mbrola") is None or not os.path.isdir("/usr/share/mbrola/us1")
