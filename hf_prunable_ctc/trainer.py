@@ -40,6 +40,14 @@ class PerDepthCTCTrainer(Trainer):
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if training_args is not None:
             training_args.remove_unused_columns = False  # see the module docstring
+            train_dataset = kwargs.get("train_dataset")
+            columns = getattr(train_dataset, "column_names", None) or []
+            if (getattr(training_args, "train_sampling_strategy", None) == "group_by_length"
+                    and training_args.length_column_name not in columns and "input_length" in columns):
+                # Without its length column the sampler would fetch (and, on the fly, decode) every example.
+                logger.info("group_by_length: sorting by the 'input_length' column (no %r column)",
+                            training_args.length_column_name)
+                training_args.length_column_name = "input_length"
         super().__init__(*args, **kwargs)
         self.nonfinite_gradients = SkipNonFiniteGradientsCallback()
         if not self.args.fp16:  # fp16's gradient scaler skips such steps itself

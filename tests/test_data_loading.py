@@ -165,9 +165,9 @@ def test_group_by_length_sorts_by_header_lengths_without_decoding(tmp_path, deco
     extractor = make_feature_extractor(num_mel_bins=16)
     prepared, _ = prepare_split(load_split("audiofolder", "train", data_dir=str(root)), extractor, make_tokenizer(),
                                 features="on_the_fly")
+    # No length_column_name: the default ("length") is not a column, so the trainer falls back to input_length.
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
-                             per_device_train_batch_size=2, train_sampling_strategy="group_by_length",
-                             length_column_name="input_length")
+                             per_device_train_batch_size=2, train_sampling_strategy="group_by_length")
     trainer = PerDepthCTCTrainer(model=tiny_model(vocab_size=len(make_tokenizer())), args=args,
                                  train_dataset=prepared,
                                  data_collator=DataCollatorCTCWithPadding(extractor, make_tokenizer()),
