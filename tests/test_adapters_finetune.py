@@ -78,6 +78,7 @@ def test_plain_ctc_then_prunable_fine_tune_then_pruned_stock_checkpoint(tmp_path
     card = (out / "README.md").read_text()
     assert str(base) in card and "WER before" in card and "finetune_prunable.py" in card
     report = json.loads((tmp_path / "report" / "demo.json").read_text())
+    assert report["prunable_ctc"]["interctc_layers"] == [1, 2]  # the settings trained with, not the pruned copy's
     assert report["pruned_and_reloaded"]["num_layers"] == 2
     assert report["pruned_and_reloaded"]["wer"] == record["depths"]["2"]["wer"]  # reloaded = depth 2 of the wrapper
     assert "| 2 |" in (tmp_path / "report" / "demo.md").read_text()

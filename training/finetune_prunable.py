@@ -223,12 +223,12 @@ def main(argv=None):
                "all_splits": {s: {str(d): v for d, v in percent(r).items()} for s, r in after.items()}})
     print(format_depth_table(record))
 
+    settings = dict(model.config.prunable_ctc)  # as trained: prune_to below rewrites them for the pruned copy
     pruned = None
     if model_args.prune_to:
         pruned = prune_and_check(wrapped, model_args.prune_to, tokenizer, feature_extractor, training_args,
                                  data_args, splits, record)
 
-    settings = dict(model.config.prunable_ctc)
     card = build_stock_model_card(
         model_name=os.path.basename(os.path.normpath(training_args.output_dir)), base_model=base_model,
         model_class=type(model).__name__, settings=settings, before=percent(before[headline]),
