@@ -55,8 +55,8 @@ def load_audio(source: AudioSource, sampling_rate: int = 16000) -> np.ndarray:
         ``np.ndarray`` of dtype float32 and shape ``(num_samples,)``, nominally in [-1, 1], channels averaged.
 
     Raises:
-        AudioDecodingError: the file is missing or unreadable, the bytes are not a known format, or there are no
-            samples.
+        AudioDecodingError: the file is missing or unreadable, the bytes are not a known format, there are no
+            samples, or some samples are NaN or Inf.
         TypeError: `source` is none of the accepted types.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -70,7 +70,18 @@ def load_audio(source: AudioSource, sampling_rate: int = 16000) -> np.ndarray:
             "load_audio expects a path, bytes, {'bytes', 'path'} or {'array', 'sampling_rate'}; "
             f"got {type(source).__name__}"
         )
+    if not np.isfinite(samples).all():
+        # A float WAV or array can hold NaN/Inf: features and transcript would be garbage, and silently so.
+        raise AudioDecodingError(_source_name(source), f"{int((~np.isfinite(samples)).sum())} NaN or Inf samples")
     return resample(samples, rate, sampling_rate)
+
+
+def _source_name(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Mapping) and source.get("path"):
+        return str(source["path"])
+    return "<array>" if isinstance(source, Mapping) and ("array" in source or "raw" in source) else "<bytes>"
 
 
 def resample(samples: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:

@@ -101,3 +101,29 @@ def test_wrong_types_are_type_errors():
 def test_resample_same_rate_is_identity():
     wave = _sine(100, 16000)
     assert resample(wave, 16000, 16000) is wave
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_samples_raise_audio_decoding_error(tmp_path, bad):
+    audio = _sine(1600, 16000)
+    audio[10] = bad
+    with pytest.raises(AudioDecodingError, match="1 NaN or Inf samples"):
+        load_audio({"array": audio, "sampling_rate": 16000})
+    path = tmp_path / "float.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")  # a float WAV can store NaN/Inf
+    with pytest.raises(AudioDecodingError, match="float.wav"):
+        load_audio(path)
+
+
+def test_int32_float64_and_clipped_arrays():
+    wave = _sine(1600, 16000)
+    int32 = (wave.astype(np.float64) * 2**31).clip(-(2**31), 2**31 - 1).astype(np.int32)
+    np.testing.assert_allclose(load_audio({"array": int32, "sampling_rate": 16000}), wave, atol=1e-6)
+    np.testing.assert_allclose(load_audio({"array": wave.astype(np.float64), "sampling_rate": 16000}), wave)
+    clipped = load_audio({"array": wave * 4, "sampling_rate": 16000})  # |x| > 1 is kept: it is still audio
+    assert clipped.max() == pytest.approx(2.0, abs=1e-3)
+
+
+def test_three_dimensional_array_is_refused():
+    with pytest.raises(TypeError, match="1-D or 2-D"):
+        load_audio({"array": np.zeros((2, 2, 100)), "sampling_rate": 16000})
