@@ -77,6 +77,7 @@ def test_plain_ctc_then_prunable_fine_tune_then_pruned_stock_checkpoint(tmp_path
 
     card = (out / "README.md").read_text()
     assert str(base) in card and "WER before" in card and "finetune_prunable.py" in card
+    assert "base_model:" not in card.split("---")[1]  # a local folder is not a Hub repo to link
     report = json.loads((tmp_path / "report" / "demo.json").read_text())
     assert report["prunable_ctc"]["interctc_layers"] == [1, 2]  # the settings trained with, not the pruned copy's
     assert report["pruned_and_reloaded"]["num_layers"] == 2

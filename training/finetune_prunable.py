@@ -234,7 +234,7 @@ def main(argv=None):
         model_class=type(model).__name__, settings=settings, before=percent(before[headline]),
         after=percent(after[headline]), parameters=parameters,
         dataset_name=data_args.dataset_name + (f" ({data_args.data_dir})" if data_args.data_dir else ""),
-        split=headline, training_command=command, note=report_args.card_note)
+        dataset_type=data_args.dataset_name, split=headline, training_command=command, note=report_args.card_note)
     card.save(os.path.join(training_args.output_dir, "README.md"))
     if report_args.report_dir:
         write_report(report_args, command, base_model, type(model).__name__, settings, before, after, parameters,

@@ -4,6 +4,7 @@ after the prunable fine-tune.
 `before`/`after` are `{depth: {"wer": percent, "cer": percent}}` as in `per_depth_metrics.json`.
 """
 
+import os
 from typing import Dict, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -23,16 +24,19 @@ def depth_comparison_table(before: Rates, after: Rates, parameters: Dict[int, in
 
 
 def build_stock_model_card(model_name: str, base_model: str, model_class: str, settings: dict, before: Rates,
-                           after: Rates, parameters: Dict[int, int], dataset_name: str, split: str,
-                           training_command: Optional[str] = None, note: Optional[str] = None) -> ModelCard:
-    """A card for a full-depth prunable fine-tune of `base_model` (a Hub id or a folder name)."""
+                           after: Rates, parameters: Dict[int, int], dataset_name: str, dataset_type: str,
+                           split: str, training_command: Optional[str] = None,
+                           note: Optional[str] = None) -> ModelCard:
+    """A card for a full-depth prunable fine-tune of `base_model` (a Hub id or a local folder)."""
     results = [
-        EvalResult(task_type="automatic-speech-recognition", dataset_type=dataset_name, dataset_name=dataset_name,
+        EvalResult(task_type="automatic-speech-recognition", dataset_type=dataset_type, dataset_name=dataset_name,
                    dataset_split=split, metric_type="wer", metric_value=after[d]["wer"],
                    metric_name=f"WER ({d} layers)", metric_config=f"depth-{d}", metric_args={"num_layers": d})
         for d in sorted(after)
     ]
-    data = ModelCardData(model_name=model_name, base_model=base_model if "/" in base_model else None,
+    # The card's base_model field links a Hub repo: a local folder or a random initialisation is named in the text only.
+    hub_base = base_model if "/" in base_model and not os.path.exists(base_model) else None
+    data = ModelCardData(model_name=model_name, base_model=hub_base,
                          pipeline_tag="automatic-speech-recognition", library_name="transformers",
                          tags=["ctc", "intermediate-ctc", "stochastic-depth", "prunable"], eval_results=results)
     depths = sorted(after)
