@@ -398,7 +398,8 @@ def stage_result(stage: Stage, reports: dict, run_dir: Path, fingerprint: str) -
         "fingerprint": fingerprint, "model_config": stage.model_config, "train_steps": steps,
         "train_wall_s": total("train"), "evaluate_wall_s": total("evaluate"),
         "trained_on": places("train"), "evaluated_on": places("evaluate"), "attempts": attempts,
-        "finished_at": now(), "git_commit": git_head(), "records": records, "svcca_matrix": svcca, "schedules": schedules,
+        "finished_at": now(), "git_commit": git_head(),
+        "records": records, "svcca_matrix": svcca, "schedules": schedules,
     }
 
 
@@ -449,12 +450,25 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def git_commit(output_dir: Path, message: str, log=print) -> None:
-    """Commit the results folder only (never other files), so partial results are kept as stages finish."""
+def git_commit(output_dir: Path, message: str, log=print, tries: int = 5) -> bool:
+    """Commit the results folder only (never other files), so partial results are kept as stages finish.
+
+    A failed commit (another git process holding index.lock, no git) is reported and retried, never fatal: the
+    results are on disk either way, and the next stage commits them again.
+    """
     path = os.path.relpath(output_dir.resolve(), ROOT)
-    subprocess.run(["git", "add", "--", path], cwd=ROOT, check=True)
-    done = subprocess.run(["git", "commit", "-m", message, "--", path], cwd=ROOT, capture_output=True, text=True)
-    log(done.stdout.strip().splitlines()[0] if done.returncode == 0 else f"git commit: {done.stdout}{done.stderr}")
+    for attempt in range(tries):
+        added = subprocess.run(["git", "add", "--", path], cwd=ROOT, capture_output=True, text=True)
+        done = added if added.returncode else subprocess.run(["git", "commit", "-m", message, "--", path], cwd=ROOT,
+                                                             capture_output=True, text=True)
+        if done.returncode == 0:
+            log(done.stdout.strip().splitlines()[0] if done.stdout.strip() else "committed")
+            return True
+        if "index.lock" not in done.stderr:
+            break
+        time.sleep(2 + 3 * attempt)
+    log(f"warning: could not commit {path}: {(done.stdout + done.stderr).strip()}")
+    return False
 
 
 def select_stages(stages: list, models: str | None) -> list:
@@ -471,7 +485,7 @@ def select_stages(stages: list, models: str | None) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    threads = args.threads or (1 if args.quick else None)
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
     if threads is not None:
         if threads < 1:
             raise ExperimentError(f"--threads must be at least 1, got {threads}")
