@@ -9,7 +9,6 @@ This file is copied next to the weights by `save_pretrained` (remote code): it i
 its sibling modules.
 """
 
-import functools
 import math
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
@@ -308,8 +308,12 @@ class ConvolutionModule(nn.Module):
         return self.pointwise_out(hidden.transpose(1, 2)).transpose(1, 2)
 
 
-class TransformerLayer(nn.Module):
-    """Pre-LayerNorm Transformer layer (the paper's model)."""
+class TransformerLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm Transformer layer (the paper's model).
+
+    A `GradientCheckpointingLayer`, as every Transformers layer: `model.gradient_checkpointing_enable()` makes it
+    recompute its activations in the backward pass instead of storing them.
+    """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
@@ -325,8 +329,11 @@ class TransformerLayer(nn.Module):
         return hidden + residual_scale * self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), weights
 
 
-class ConformerLayer(nn.Module):
-    """Conformer layer: half feed-forward, self-attention, convolution, half feed-forward, LayerNorm."""
+class ConformerLayer(GradientCheckpointingLayer):
+    """Conformer layer: half feed-forward, self-attention, convolution, half feed-forward, LayerNorm.
+
+    A `GradientCheckpointingLayer`, like `TransformerLayer`.
+    """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
@@ -409,12 +416,14 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         Transformers initialises missing tensors at random and only logs it: for a model whose checkpoints are
         pruned copies, a config naming layers the weights lack (or the reverse) would transcribe garbage. Missing
         or extra encoder tensors raise `ValueError` naming them; a missing or extra CTC head (loading the encoder
-        alone, or an encoder checkpoint under a new head) is left to Transformers' usual report.
+        alone, or an encoder checkpoint under a new head) is left to Transformers' usual report. A caller who asks
+        for `output_loading_info=True` gets the report instead of the error, to inspect it themselves.
         """
-        want_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("output_loading_info"):
+            return super().from_pretrained(*args, **kwargs)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         check_loaded_tensors(info)
-        return (model, info) if want_info else model
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus this file and its siblings next to the weights (remote code).
@@ -503,7 +512,6 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         if config.self_conditioning:
             self.conditioning_projection = nn.Linear(config.vocab_size, config.hidden_size)
-        self.gradient_checkpointing = False  # set by `gradient_checkpointing_enable()`
         self.post_init()
 
     def layers_to_run(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> List[int]:
@@ -586,8 +594,6 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         compute_skipped = distributed_world_size() > 1
         for position, index in enumerate(run_layers):
             layer = self.layers[index - 1]
-            if self.gradient_checkpointing and self.training:
-                layer = functools.partial(self._gradient_checkpointing_func, layer.__call__)
             skip = self.skip_probability(index) if self.training else 0.0
             weights = None
             if skip > 0 and torch.rand(()) < skip:
