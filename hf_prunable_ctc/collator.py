@@ -5,7 +5,8 @@ Padded label positions become -100, which the CTC loss ignores (`Wav2Vec2ForCTC`
 
 Examples carry either precomputed ``input_features`` (a "cached" split) or encoded/decoded ``audio`` (an
 "on_the_fly" split, see `speech_data`): then the collator decodes the audio with soundfile, applies the optional
-training-time `waveform_transform`, and computes the batch's log-mel features with the model's feature extractor,
+training-time `batch_transform` (long form: several utterances joined into one) and `waveform_transform`
+(per-utterance augmentation), and computes the batch's log-mel features with the model's feature extractor,
 called the standard Hugging Face way. This runs in the dataloader's worker processes
 (`--dataloader_num_workers`), so feature computation overlaps the GPU's step.
 """
@@ -58,8 +59,15 @@ class DataCollatorCTCWithPadding:
         pad_to_multiple_of: optional multiple for the frame axis (e.g. the model's time subsampling).
         pad_to_multiple_of_labels: optional multiple for the label axis.
         waveform_transform: ``f(samples (N,) float32, sampling_rate) -> samples (N',) float32`` applied to each
-            training waveform before its features (augmentation). `for_evaluation()` returns a copy without it,
-            which `PerDepthCTCTrainer` uses for every evaluation.
+            training waveform before its features (augmentation, e.g. `augmentation.WaveformAugmentation`).
+        batch_transform: ``f(waveforms, transcripts) -> (waveforms, transcripts)`` applied to the batch's decoded
+            waveforms and their ``"text"`` before `waveform_transform`; it may return fewer, longer utterances
+            (long form, e.g. `WaveformAugmentation.join_batch`), whose labels are then tokenised from the returned
+            transcripts. Needs examples with ``"text"`` (`speech_data.prepare_split` keeps it) and ``"labels"``.
+
+        Both transforms need audio examples: a batch of precomputed ``input_features`` with a transform set is an
+        error rather than a silently unaugmented batch. `for_evaluation()` returns a copy without either, which
+        `PerDepthCTCTrainer` uses for every evaluation.
     """
 
     feature_extractor: SequenceFeatureExtractor
@@ -67,11 +75,13 @@ class DataCollatorCTCWithPadding:
     pad_to_multiple_of: int | None = None
     pad_to_multiple_of_labels: int | None = None
     waveform_transform: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
+    batch_transform: Optional[Callable[[list[np.ndarray], list[str]], tuple[list[np.ndarray], list[str]]]] = None
     skipped: Counter = field(default_factory=Counter, compare=False)
 
     def for_evaluation(self) -> "DataCollatorCTCWithPadding":
-        """The same collator without `waveform_transform` (augmentation is for training only)."""
-        return dataclasses.replace(self, waveform_transform=None, skipped=Counter())
+        """The same collator without `waveform_transform` and `batch_transform` (augmentation is for training
+        only)."""
+        return dataclasses.replace(self, waveform_transform=None, batch_transform=None, skipped=Counter())
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not examples:
@@ -81,6 +91,10 @@ class DataCollatorCTCWithPadding:
             raise ValueError("some examples have 'audio' and some 'input_features': prepare the split one way")
         if all(from_audio):
             batch, examples = self._features_from_audio(examples)
+        elif self.waveform_transform is not None or self.batch_transform is not None:
+            raise ValueError("this collator augments waveforms, but the examples hold precomputed 'input_features' "
+                             "(a cached split): prepare the training split with features='waveforms' or "
+                             "'on_the_fly' (train.py: --feature_mode waveforms), or drop the augmentation")
         else:
             batch = self._pad_features(examples)
         with_labels = ["labels" in example for example in examples]
@@ -106,7 +120,7 @@ class DataCollatorCTCWithPadding:
     def _features_from_audio(self, examples):
         """Decode, transform and featurise; returns the batch and the examples it holds (usable ones only)."""
         rate = self.feature_extractor.sampling_rate
-        waveforms, kept = [], []
+        decoded, waveforms, kept = [], [], []  # decoded: [(samples, example)]
         for example in examples:
             source = example[AUDIO_KEY]
             try:
@@ -115,6 +129,11 @@ class DataCollatorCTCWithPadding:
             except AudioDecodingError as error:
                 self._skip("unreadable audio", error)
                 continue
+            decoded.append((samples, example))
+        if self.batch_transform is not None and decoded:
+            decoded = self._transform_batch(decoded)
+        for samples, example in decoded:
+            source = example[AUDIO_KEY]
             if self.waveform_transform is not None:
                 samples = np.asarray(self.waveform_transform(samples, rate), dtype=np.float32)
             if num_feature_frames(len(samples)) < 2:  # nothing to learn from, and some extractors fail on it
@@ -142,6 +161,30 @@ class DataCollatorCTCWithPadding:
             raise ValueError(f"none of the {len(examples)} utterances of this batch could be used "
                              f"(skipped so far: {dict(self.skipped)}); check the audio files")
         return {"input_features": values, "attention_mask": mask}, kept
+
+    def _transform_batch(self, decoded):
+        """Apply `batch_transform` to ``[(samples, example)]``; returns the same shape, with new examples
+        ``{"audio": samples, "text": transcript, "labels": ids}`` where utterances were joined."""
+        missing = [key for key in ("text", "labels") if any(key not in example for _, example in decoded)]
+        if missing:
+            raise ValueError(f"batch_transform (long form) needs each example's {' and '.join(map(repr, missing))}: "
+                             "prepare the split with speech_data.prepare_split, which keeps the normalised "
+                             "transcript in 'text'")
+        waveforms, texts = self.batch_transform([samples for samples, _ in decoded],
+                                                [example["text"] for _, example in decoded])
+        if len(waveforms) != len(texts):
+            raise ValueError(f"batch_transform returned {len(waveforms)} waveforms but {len(texts)} transcripts")
+        if list(texts) == [example["text"] for _, example in decoded]:
+            return list(zip(waveforms, (example for _, example in decoded)))
+        # Labels of joined utterances are tokenised from the joined transcript, as `prepare_split` made the
+        # originals (`tokenizer(text).input_ids`). Joining the label id lists with the word delimiter between them
+        # gives the same ids, but `join_batch` chooses its groups at random and returns only the joined waveforms
+        # and transcripts, so the transcript is the one record of which utterances went together.
+        joined = []
+        for samples, text in zip(waveforms, texts):
+            samples = np.asarray(samples, dtype=np.float32)
+            joined.append((samples, {AUDIO_KEY: samples, "text": text, "labels": self.tokenizer(text).input_ids}))
+        return joined
 
     def _pad_labels(self, examples):
         labels = self.tokenizer.pad(

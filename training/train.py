@@ -8,6 +8,8 @@ per-depth evaluation) so the CLI, this script and the tests share it. Runs as is
     python training/train.py --model_config training/configs/demo.json --dataset_name audiofolder \
         --data_dir data/demo --output_dir runs/demo --do_train --num_train_epochs 24
     python training/train.py training/recipes/demo.json --max_steps 20   # a recipe, flags override it
+    python training/train.py training/recipes/demo.json --feature_mode waveforms \
+        --augmentation_config training/configs/augmentation/standard.json   # waveform augmentation (training only)
 """
 
 import json
@@ -20,6 +22,7 @@ from typing import List, Optional
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
+from hf_prunable_ctc.augmentation import AugmentationConfig, WaveformAugmentation
 from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.features import make_feature_extractor, save_processor
@@ -79,6 +82,14 @@ class DataArguments:
     preprocessing_num_workers: Optional[int] = field(default=None)
     eval_depths: Optional[List[int]] = field(
         default=None, metadata={"help": "Depths to evaluate; default: every intermediate CTC layer and the full."})
+    augmentation_config: Optional[str] = field(
+        default=None, metadata={"help": "JSON of AugmentationConfig fields (training/configs/augmentation/*.json): "
+                                        "waveform augmentation and long form for training batches only. Its seed "
+                                        "is replaced by --seed; needs --feature_mode waveforms or on_the_fly. The "
+                                        "settings used are written to <output_dir>/augmentation.json."})
+    noise_dir: Optional[str] = field(
+        default=None, metadata={"help": "With --augmentation_config: folder of noise recordings (MUSAN: "
+                                        "openslr.org/17), replacing the config's noise_dir."})
 
 
 @dataclass
@@ -119,7 +130,32 @@ def parse_arguments(argv: List[str]):
     parsed = parser.parse_args_into_dataclasses(args=recipe_arguments(argv))
     if parsed[1].feature_mode not in FEATURE_MODES:
         parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {parsed[1].feature_mode!r}")
+    data_args = parsed[1]
+    if data_args.noise_dir and not data_args.augmentation_config:
+        parser.error("--noise_dir is used by the augmentation: give --augmentation_config too (e.g. "
+                     "training/configs/augmentation/standard.json)")
+    if data_args.augmentation_config and data_args.feature_mode == "cached":
+        # Cached features were computed from the clean waveform once: there is nothing left to augment.
+        parser.error("--augmentation_config needs the waveforms at training time, but --feature_mode cached stores "
+                     "features computed once: use --feature_mode waveforms (decoded once, features per batch) or "
+                     "on_the_fly")
     return parser, parsed
+
+
+def load_augmentation_config(path: str, seed: int, noise_dir: Optional[str] = None) -> AugmentationConfig:
+    """The checked `AugmentationConfig` of JSON file `path`, with `seed` (the training seed, so one `--seed`
+    repeats a whole run) and, when given, `noise_dir` in place of the file's."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--augmentation_config {path}: no such file (see training/configs/augmentation/)")
+    config = AugmentationConfig.from_json(path)
+    config.seed = seed
+    if noise_dir is not None:
+        if not os.path.isdir(noise_dir):
+            raise FileNotFoundError(f"--noise_dir {noise_dir}: no such folder (point it at the MUSAN folder or "
+                                    "another folder of .wav/.flac/.ogg noise recordings)")
+        config.noise_dir = noise_dir
+    config.check_values()
+    return config
 
 
 def main(argv=None):
@@ -188,7 +224,25 @@ def main(argv=None):
         os.makedirs(training_args.output_dir, exist_ok=True)
         save_processor(feature_extractor, tokenizer, training_args.output_dir)
 
-    collator = DataCollatorCTCWithPadding(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    augmentation = None
+    if data_args.augmentation_config:
+        augmentation_config = load_augmentation_config(data_args.augmentation_config, training_args.seed,
+                                                       data_args.noise_dir)
+        augmentation = WaveformAugmentation(augmentation_config, feature_extractor.sampling_rate,
+                                            log=logger.info)
+        if training_args.world_size > 1:
+            # Every process would otherwise draw the same augmentations (for different utterances, but in lockstep).
+            augmentation.reseed([augmentation_config.seed, training_args.process_index])
+        if training_args.should_save:
+            with open(os.path.join(training_args.output_dir, "augmentation.json"), "w", encoding="utf-8") as f:
+                json.dump(augmentation_config.to_dict(), f, indent=2)
+        logger.info("augmentation (training batches only): %s", json.dumps(augmentation_config.to_dict()))
+    # The training collator alone augments: PerDepthCTCTrainer evaluates with its `for_evaluation()` copy.
+    collator = DataCollatorCTCWithPadding(
+        feature_extractor=feature_extractor, tokenizer=tokenizer,
+        waveform_transform=augmentation if augmentation is not None and augmentation.config.enabled else None,
+        batch_transform=(augmentation.join_batch if augmentation is not None
+                         and augmentation.config.long_form_probability > 0 else None))
     trainer = PerDepthCTCTrainer(
         model=model,
         args=training_args,
