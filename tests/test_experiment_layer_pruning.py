@@ -36,6 +36,18 @@ def run_quick(results, runs, *extra, timeout=1500):
     return done.stdout, time.perf_counter() - start
 
 
+def processes_mentioning(text):
+    """Ids of running processes whose command line contains `text` (empty where /proc does not exist)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:  # the process ended while we looked
+            pass
+    return found
+
+
 # ------------------------------------------------------------------------------------------------ fast: the plan
 
 
@@ -208,3 +220,25 @@ def test_interrupted_stage_resumes_from_its_checkpoint(quick_run):
     assert [a["activity"] for a in result["attempts"]] == ["train", "evaluate", "train", "evaluate"]
     results = json.loads((root / "results" / "results.json").read_text())
     assert len([r for r in results["records"] if r["model"] == "B_interctc"]) == 4 * 4
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_training_child_and_records_the_stopped_attempt(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    driver = subprocess.Popen([sys.executable, str(SCRIPT), "--quick", "--output_dir", str(tmp_path / "results"),
+                               "--runs_dir", str(tmp_path / "runs"), "--models", "E_dedicated_d1"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "runs" / "E_dedicated_d1" / "train.log"
+    deadline = time.monotonic() + 300
+    while not log.is_file() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert log.is_file(), "training never started"
+    time.sleep(2)
+    driver.terminate()  # SIGTERM to the driver only, as a scheduler or `kill PID` sends it
+    driver.wait(timeout=120)
+    assert driver.returncode != 0
+    attempts = json.loads((tmp_path / "runs" / "E_dedicated_d1" / "attempts.json").read_text())
+    assert [(a["activity"], a["outcome"]) for a in attempts] == [("train", "stopped")]
+    assert attempts[0]["wall_s"] > 0 and attempts[0]["device"]
+    assert processes_mentioning(str(tmp_path)) == []  # the train.py child was stopped with the driver
+    assert not (tmp_path / "results" / "stages" / "E_dedicated_d1.json").exists()
