@@ -190,7 +190,8 @@ def peers(args) -> dict:
                       "Wav2Vec2ConformerForCTC": dict(input_values=waveform)}
             for model in models.values():
                 model.eval()
-            with torch.inference_mode():
+            # no_grad, not inference_mode: models cache tables (positions) that the training step below reuses.
+            with torch.no_grad():
                 times = time_interleaved({n: (lambda n=n: models[n](**inputs[n])) for n in models},
                                          args.repeats, args.warmup)
             entry[f"inference_batch{batch_size}"] = {
@@ -450,9 +451,10 @@ def main(argv=None) -> dict:
             results[name] = {"error": f"{type(error).__name__}: {error}\n{traceback.format_exc()}"}
         results[name]["section_seconds"] = time.perf_counter() - start
         print(f"{name}: {results[name]['section_seconds']:.0f} s", flush=True)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    write_markdown(results, args.output_dir / "README.md")
+        # Written after every section, so an interrupted run keeps what it measured.
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_markdown(results, args.output_dir / "README.md")
     return results
 
 
