@@ -83,9 +83,9 @@ def test_training_step_returns_the_model_loss_divided_by_accumulation(tmp_path):
     rows = dataset()
     # The micro-batches are a shuffle of the 8 rows; the mean of the model's losses over them is the batch-of-8 loss.
     with torch.no_grad():
-        torch.manual_seed(0)
-        untrained = tiny_model(interctc_layers=[1], interctc_weight=0.5).train()
-        full = untrained(torch.stack([r["input_features"] for r in rows]), labels=torch.stack([r["labels"] for r in rows]))
+        untrained = tiny_model(interctc_layers=[1], interctc_weight=0.5).train()  # tiny_model seeds: same weights
+        features = torch.stack([r["input_features"] for r in rows])
+        full = untrained(features, labels=torch.stack([r["labels"] for r in rows]))
     assert sum(trainer.step_losses) == pytest.approx(full.loss.item(), rel=1e-4)
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged and logged[0] == pytest.approx(full.loss.item(), rel=1e-3)
