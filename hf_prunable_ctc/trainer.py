@@ -8,8 +8,8 @@ Two data settings are fixed here rather than left to the user:
 - `remove_unused_columns` is turned off: the Trainer would otherwise drop `audio` (on-the-fly features) and
   `input_length` (the column `group_by_length` sorts by, whose absence makes the sampler fetch every example to
   measure it) because the model's `forward` does not name them. The collator picks the keys it needs.
-- evaluation uses the collator's `for_evaluation()` copy, so a training-time `waveform_transform` never touches
-  evaluation audio.
+- evaluation uses the collator's `for_evaluation()` copy, so the training-time `waveform_transform` and
+  `batch_transform` (augmentation and long form, `train.py --augmentation_config`) never touch evaluation audio.
 """
 
 import contextlib

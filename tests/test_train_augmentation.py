@@ -149,3 +149,14 @@ def test_evaluation_batches_never_go_through_the_augmentation(tmp_path):
     assert trainer.data_collator is collate
     with pytest.raises(AssertionError, match="evaluation batch"):  # the hooks are live for training batches
         next(iter(trainer.get_train_dataloader()))
+
+
+def test_reference_augmented_recipe_matches_the_reference_model_with_augmentation():
+    """Issue 10 item 3's retraining recipe: the reference model's config, trained on waveforms with standard.json."""
+    recipes = ROOT / "training" / "recipes"
+    _, (model_args, data_args, args, _) = train.parse_arguments([str(recipes / "reference_augmented.json")])
+    reference = json.loads((recipes / "reference.json").read_text())
+    assert model_args.model_config == reference["model_config"] and data_args.data_dir == reference["data_dir"]
+    assert data_args.feature_mode == "waveforms"
+    assert (ROOT / data_args.augmentation_config).resolve() == STANDARD.resolve()  # relative to the repository
+    assert args.ddp_find_unused_parameters is False and args.save_total_limit  # resumable, few checkpoints kept
