@@ -23,6 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_prunable_ctc import PrunableCTCConfig
+from .early_exit import early_exit_forward
 from .pruning import (
     PRUNING_STRATEGIES,
     PruningSchedule,
@@ -75,6 +76,10 @@ class PrunableCTCOutput(ModelOutput):
         ctc_loss (`torch.FloatTensor` of shape `()`, *optional*): CTC loss of the last layer that ran.
         intermediate_losses (`torch.FloatTensor` of shape `(num_intermediate,)`, *optional*): CTC loss of each
             intermediate layer, in the order of `intermediate_layers`.
+        exit_depths (`torch.LongTensor` of shape `(batch,)`, *optional*, returned with `early_exit_threshold`): the
+            (1-based) layer each utterance stopped at; its logits equal those of `num_layers=exit_depth`.
+        exit_confidences (`torch.FloatTensor` of shape `(batch,)`, *optional*, with `early_exit_threshold`): each
+            utterance's confidence at its exit layer (mean max posterior over non-blank frames).
     """
 
     loss: Optional[torch.FloatTensor] = None
@@ -86,6 +91,8 @@ class PrunableCTCOutput(ModelOutput):
     intermediate_layers: Optional[torch.LongTensor] = None
     ctc_loss: Optional[torch.FloatTensor] = None
     intermediate_losses: Optional[torch.FloatTensor] = None
+    exit_depths: Optional[torch.LongTensor] = None
+    exit_confidences: Optional[torch.FloatTensor] = None
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -677,6 +684,7 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         output_attentions: Optional[bool] = None,
         output_intermediate_logits: bool = False,
         return_dict: Optional[bool] = None,
+        early_exit_threshold: Optional[float] = None,
     ) -> Union[PrunableCTCOutput, Tuple]:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features.
@@ -687,6 +695,11 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         output_hidden_states, output_attentions (`bool`, *optional*): see [`PrunableCTCModel.forward`].
         output_intermediate_logits (`bool`): also return the logits of the intermediate-CTC layers that ran.
         return_dict (`bool`, *optional*): a `PrunableCTCOutput` (default: `config.return_dict`) or a tuple.
+        early_exit_threshold (`float`, *optional*): inference only: stop each utterance at the first intermediate-CTC
+            layer (or the last layer) where its confidence (mean max posterior over non-blank frames, in [0, 1])
+            reaches this value; 0 exits at the first intermediate-CTC layer, above 1 runs the full depth. The output
+            then carries `exit_depths` and `exit_confidences`. Cannot be combined with `num_layers`/`layers` (prune
+            the model first to exit within fewer layers), `labels`, hidden states, attentions or intermediate logits.
 
         There is no `**kwargs`: a misspelt argument (`num_layer=4`) raises `TypeError` instead of silently running
         the full model. The `Trainer` passes only the batch's keys (`accepts_loss_kwargs` is False) and the ASR
@@ -694,6 +707,10 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         """
         config = self.config
         return_dict = config.return_dict if return_dict is None else return_dict
+        if early_exit_threshold is not None:
+            return self._early_exit(input_features, attention_mask, early_exit_threshold, return_dict, num_layers,
+                                    layers, labels, output_hidden_states, output_attentions,
+                                    output_intermediate_logits)
         need_intermediate = labels is not None or output_intermediate_logits or config.self_conditioning
         encoded = self.model(
             input_features,
@@ -733,6 +750,27 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             ctc_loss=final_loss,
             intermediate_losses=intermediate_losses,
         )
+        return output if return_dict else output.to_tuple()
+
+    def _early_exit(self, input_features, attention_mask, threshold, return_dict, num_layers, layers, labels,
+                    output_hidden_states, output_attentions, output_intermediate_logits):
+        """`forward(..., early_exit_threshold=...)`: checks the options, then `early_exit.early_exit_forward`."""
+        if num_layers is not None or layers is not None:
+            raise ValueError("early_exit_threshold picks the depth per utterance: do not combine it with num_layers "
+                             "or layers; to exit within fewer layers, prune the model first (model.prune_to(k)), "
+                             "it then exits at its remaining intermediate-CTC layers")
+        if labels is not None:
+            raise ValueError("early_exit_threshold is for inference: compute the loss without it (labels given)")
+        if output_hidden_states or output_attentions or output_intermediate_logits:
+            raise ValueError("early_exit_threshold cannot return hidden states, attentions or intermediate logits "
+                             "(utterances stop at different layers): call without it to inspect layers")
+        if self.training:
+            raise ValueError("early_exit_threshold is for inference: call model.eval() first (stochastic depth and "
+                             "dropout would make exits random)")
+        logits, lengths, exit_depths, confidences = early_exit_forward(self, input_features, attention_mask,
+                                                                       threshold)
+        output = PrunableCTCOutput(logits=logits, output_lengths=lengths, exit_depths=exit_depths,
+                                   exit_confidences=confidences)
         return output if return_dict else output.to_tuple()
 
 
