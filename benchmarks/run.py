@@ -434,6 +434,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--output_dir", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sections of an existing results.json in --output_dir")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -441,10 +443,17 @@ def main(argv=None) -> dict:
     else:
         args.seconds, args.repeats, args.warmup, args.batch_sizes, args.memory_minutes = 10.0, 5, 1, [1, 8], [10, 60]
     results = {"environment": environment(args)}
+    previous = args.output_dir / "results.json"
+    if args.merge and previous.is_file():
+        # Re-measure some sections, keep the others' numbers (each section records its own environment).
+        results = {**json.loads(previous.read_text()), **results}
+        for name in args.sections:
+            results.pop(name, None)
     for name in args.sections:
         start = time.perf_counter()
         try:
             results[name] = SECTIONS[name](args)
+            results[name]["environment"] = results["environment"]
         except Exception as error:  # one failing section must not lose the others' numbers
             import traceback
 
