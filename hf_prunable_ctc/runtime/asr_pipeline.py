@@ -1,0 +1,117 @@
+"""The ASR pipeline with depth, compute budget or early exit chosen per call, with no reload.
+
+    from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
+
+    asr = prunable_asr_pipeline(model="model_cards/prunable-ctc-small-synth")
+    asr(audio)                              # full depth
+    asr(audio, num_layers=4)                # first 4 layers
+    asr(audio, layers=[1, 2, 4])            # these layers
+    asr(audio, rtf_budget=0.002)            # deepest depth of the pruning schedule within 0.002 s per audio second
+    asr(audio, early_exit_threshold=0.9)    # each chunk stops at its first confident intermediate-CTC layer
+    asr(audio, chunk_length_s=20, num_layers=4)   # works with chunking
+
+`rtf_budget` uses `hf_prunable_ctc.runtime.budget.depth_for_budget` with the pipeline's `latency_profile` (measured
+with `profile_latency` on first use, and cached next to the model when it was loaded from a folder); the chosen
+depth runs the layers `model.pruning_schedule()[depth]` that the profile timed. With `early_exit_threshold`, the
+result also holds `"exit_depths"`: the layer each chunk (one entry without chunking) stopped at.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from transformers import AutomaticSpeechRecognitionPipeline, pipeline
+
+from ..early_exit import check_threshold
+from .budget import depth_for_budget, profile_latency
+
+
+class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
+    """`AutomaticSpeechRecognitionPipeline` whose call also takes `num_layers`, `layers`, `rtf_budget` or
+    `early_exit_threshold` (at most one), for that call only.
+
+    Args:
+        latency_profile: a profile from `profile_latency` for `rtf_budget` calls; measured on first use if None.
+        Other arguments: those of `AutomaticSpeechRecognitionPipeline`.
+    """
+
+    def __init__(self, *args, latency_profile: dict[str, Any] | None = None, **kwargs):
+        self.latency_profile = latency_profile
+        super().__init__(*args, **kwargs)
+        if self.type != "ctc" or not hasattr(self.model, "pruning_schedule"):
+            raise ValueError(f"PrunableASRPipeline needs a PrunableCTCForCTC model with a plain CTC decoder, got "
+                             f"{type(self.model).__name__} (pipeline type {self.type!r}): use "
+                             "transformers.pipeline for other models")
+
+    def _sanitize_parameters(self, num_layers: int | None = None, layers: Sequence[int] | None = None,
+                             rtf_budget: float | None = None, early_exit_threshold: float | None = None,
+                             **asr_parameters):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**asr_parameters)
+        given = {name: value for name, value in (("num_layers", num_layers), ("layers", layers),
+                                                 ("rtf_budget", rtf_budget),
+                                                 ("early_exit_threshold", early_exit_threshold))
+                 if value is not None}
+        if len(given) > 1:
+            raise ValueError(f"give at most one of num_layers, layers, rtf_budget, early_exit_threshold per call, "
+                             f"got {sorted(given)}")
+        if rtf_budget is not None:
+            if self.latency_profile is None:
+                self.latency_profile = profile_latency(self.model)
+            depth = depth_for_budget(self.model, rtf=rtf_budget, profile=self.latency_profile)
+            given = {"layers": self.model.pruning_schedule()[depth]}
+        elif num_layers is not None or layers is not None:
+            # Fail at the call, before any audio is decoded, with the model's own message.
+            self.model.encoder.layers_to_run(num_layers, layers)
+        elif early_exit_threshold is not None:
+            check_threshold(early_exit_threshold)
+        forward["depth_options"] = given
+        return preprocess, forward, postprocess
+
+    def _forward(self, model_inputs, return_timestamps=False, depth_options=None, **generate_kwargs):
+        if not depth_options:
+            return super()._forward(model_inputs, return_timestamps=return_timestamps, **generate_kwargs)
+        # The CTC branch of AutomaticSpeechRecognitionPipeline._forward, with the depth options passed on.
+        attention_mask = model_inputs.pop("attention_mask", None)
+        stride = model_inputs.pop("stride", None)
+        model_inputs.pop("num_frames", None)
+        is_last = model_inputs.pop("is_last")
+        features = model_inputs.pop(self.model.main_input_name)
+        outputs = self.model(features, attention_mask=attention_mask, **depth_options)
+        out = {"tokens": outputs.logits.argmax(dim=-1)}
+        if outputs.exit_depths is not None:
+            out["exit_depths"] = outputs.exit_depths
+        if stride is not None:
+            ratio = 1 / self._align_to
+            if isinstance(stride, tuple):
+                out["stride"] = _rescale_stride([stride], ratio)[0]
+            else:
+                out["stride"] = _rescale_stride(stride, ratio)
+        return {"is_last": is_last, **out, **model_inputs}
+
+    def postprocess(self, model_outputs, **postprocess_parameters):
+        depths = [int(depth) for output in model_outputs if "exit_depths" in output
+                  for depth in output.pop("exit_depths").reshape(-1).tolist()]
+        result = super().postprocess(model_outputs, **postprocess_parameters)
+        if depths:
+            result["exit_depths"] = depths
+        return result
+
+
+def _rescale_stride(stride, ratio):
+    from transformers.pipelines.automatic_speech_recognition import rescale_stride
+
+    return rescale_stride(stride, ratio)
+
+
+def prunable_asr_pipeline(model, latency_profile: dict[str, Any] | None = None, **pipeline_kwargs
+                          ) -> PrunableASRPipeline:
+    """`transformers.pipeline("automatic-speech-recognition", ...)` built as a `PrunableASRPipeline`.
+
+    Args:
+        model: a model folder, Hub id or loaded `PrunableCTCForCTC`.
+        latency_profile: see `PrunableASRPipeline`.
+        pipeline_kwargs: passed to `transformers.pipeline` (tokenizer, feature_extractor, device, chunk_length_s,
+            trust_remote_code, ...), which rejects unknown ones.
+    """
+    return pipeline("automatic-speech-recognition", model=model, pipeline_class=PrunableASRPipeline,
+                    latency_profile=latency_profile, **pipeline_kwargs)
