@@ -4,6 +4,9 @@ examples:
   hf-prunable-ctc summary --model model_cards/prunable-ctc-small-synth
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --depth 4
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth speech.flac --json
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.002 --json
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
+  hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
   hf-prunable-ctc publish runs/my-model runs/my-model-hub --repo_id you/my-model \\
       --card_info training/cards/reference.json --dry_run
@@ -107,6 +110,28 @@ def audio_files(arguments: List[str]) -> Iterator[str]:
         yield from found
 
 
+def transcribe_options(model, args) -> dict:
+    """The model's keyword arguments for --depth/--strategy, --rtf_budget or --early_exit_threshold (at most one)."""
+    chosen = [name for name in ("depth", "rtf_budget", "early_exit_threshold") if getattr(args, name) is not None]
+    if len(chosen) > 1:
+        raise CommandError(f"give at most one of --depth, --rtf_budget, --early_exit_threshold, got "
+                           f"{', '.join('--' + name for name in chosen)}")
+    if args.rtf_budget is not None:
+        if args.strategy is not None:
+            raise CommandError("--rtf_budget picks a depth of the model's stored schedule: drop --strategy")
+        from .runtime.budget import depth_for_budget, profile_latency
+
+        # Measured on this machine once, then cached next to a model folder (latency_profile.json).
+        depth = depth_for_budget(model, rtf=args.rtf_budget, profile=profile_latency(model))
+        print(f"--rtf_budget {args.rtf_budget:g}: depth {depth}", file=sys.stderr)
+        return {"layers": model.pruning_schedule()[depth]}
+    if args.early_exit_threshold is not None:
+        if args.strategy is not None:
+            raise CommandError("--early_exit_threshold exits at the model's intermediate-CTC layers: drop --strategy")
+        return {"early_exit_threshold": args.early_exit_threshold}
+    return {"layers": layers_for_depth(model, args.depth, args.strategy)}
+
+
 def transcribe(args) -> int:
     from transformers import AutoFeatureExtractor, AutoTokenizer
     from tqdm.auto import tqdm
@@ -117,7 +142,8 @@ def transcribe(args) -> int:
     source = resolve_model(args.model)
     extractor = AutoFeatureExtractor.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    layers = layers_for_depth(model, args.depth, args.strategy)
+    options = transcribe_options(model, args)
+    fixed_depth = len(options["layers"]) if options.get("layers") else model.config.num_hidden_layers
     files = list(audio_files(args.audio))
     # Audio shorter than one output frame cannot yield a token: its transcript is empty, whatever the front end.
     min_samples = model.config.inputs_to_logits_ratio
@@ -125,24 +151,38 @@ def transcribe(args) -> int:
     for path in tqdm(files, desc="transcribing", unit="file", file=sys.stderr, disable=len(files) < 10):
         try:
             audio = load_audio(path, sampling_rate=extractor.sampling_rate)
+            depth = fixed_depth
             if len(audio) < min_samples:
                 text = ""
             else:
                 inputs = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
                 with torch.no_grad():
-                    ids = model(inputs["input_features"], inputs["attention_mask"], layers=layers).logits.argmax(-1)
-                text = tokenizer.decode(ids[0].tolist())
+                    out = model(inputs["input_features"], inputs["attention_mask"], **options)
+                text = tokenizer.decode(out.logits[0].argmax(-1).tolist())
+                if out.exit_depths is not None:
+                    depth = int(out.exit_depths[0])
         except (ValueError, OSError, RuntimeError) as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"path": path, "error": str(error)}), flush=True)
             continue
-        print(json.dumps({"path": path, "text": text}) if args.json else f"{path}\t{text}", flush=True)
+        print(json.dumps({"path": path, "text": text, "depth": depth}) if args.json else f"{path}\t{text}",
+              flush=True)
     if failed:
         print(f"error: {failed} of {len(files)} files could not be transcribed", file=sys.stderr)
         return 2
     return 0
+
+
+def export(args) -> None:
+    from .runtime.export import export_onnx
+
+    result = export_onnx(resolve_model(args.model), args.output_dir, depth=args.depth, quantize=args.quantize)
+    difference = result["max_abs_diff"]
+    print(f"wrote {result['path']} ({result['size_bytes']:,d} bytes, depth {result['depth']}, "
+          f"{result['quantize'] or 'float32'}); max abs difference vs PyTorch: "
+          f"{'not checked' if difference is None else f'{difference:.3g}'}")
 
 
 def prune(args) -> None:
@@ -200,8 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", help="audio files, or folders searched recursively for audio files")
     p.add_argument("--depth", type=int, help="number of layers to run (default: all)")
     p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
-    p.add_argument("--json", action="store_true", help='print JSON lines {"path", "text"} (or {"path", "error"})')
+    p.add_argument("--rtf_budget", type=float, help="seconds of compute per audio second: run the deepest depth "
+                   "within it (profiled on this machine once, cached in the model folder as latency_profile.json)")
+    p.add_argument("--early_exit_threshold", type=float, help="stop each file at the first intermediate-CTC layer "
+                   "whose confidence (mean max posterior over non-blank frames, 0..1) reaches this; 0 = first "
+                   "intermediate layer, above 1 = full depth")
+    p.add_argument("--json", action="store_true", help='print JSON lines {"path", "text", "depth"} (depth: layers '
+                   'run for that file) or {"path", "error"}')
     p.set_defaults(run=transcribe)
+
+    p = commands.add_parser("export", help="export a model at a depth to ONNX (optionally int8), checked against "
+                                           "PyTorch",
+                            description="Write OUT_DIR/model.onnx (inputs input_features, attention_mask; output "
+                                        "logits; dynamic batch and time) with the tokenizer and feature-extractor "
+                                        "files beside it, and print the largest difference from PyTorch on a padded "
+                                        "batch. Needs onnx, onnxscript and onnxruntime.\nexample: hf-prunable-ctc "
+                                        "export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="saved model folder")
+    p.add_argument("output_dir", help="folder to write model.onnx and the processor files to (created if missing)")
+    p.add_argument("--depth", type=int, help="layers to keep, by the model's pruning schedule (default: all)")
+    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantisation of the weights")
+    p.set_defaults(run=export)
 
     p = commands.add_parser("prune", help="prune a saved model to a depth and save the smaller one",
                             description="Prune a saved model to --depth layers and save it with its tokenizer, "
