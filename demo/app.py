@@ -66,6 +66,9 @@ class DemoModel:
     tokenizer: Any
     schedule: dict[int, list[int]]
     results: Optional[dict]
+    # Seconds per audio second at each depth on this machine (hf_prunable_ctc.runtime.budget.profile_latency),
+    # measured on the first RTF-budget request.
+    latency_profile: Optional[dict] = None
 
     @property
     def max_depth(self) -> int:
@@ -229,27 +232,73 @@ def run_depth(demo: DemoModel, features: torch.Tensor, attention_mask: torch.Ten
             start = time.perf_counter()
             output = demo.model(features, attention_mask, layers=layers)
             times.append((time.perf_counter() - start) * 1000.0)
-    # EARLY EXIT (issue 12 item 3) goes here: a variant that calls
-    #     output = demo.model(features, attention_mask, early_exit_threshold=threshold)
-    # and returns int(output.exit_depths[0]) as the depth used.
     ids = output.logits.argmax(-1)[0].tolist()
     return ids, depth, statistics.median(times)
 
 
-def transcribe(demo: DemoModel, audio: Any, depth: int, repeats: int = 3) -> Transcription:
-    """Transcribe `audio` (samples at the extractor's rate, a path, bytes or {"array", "sampling_rate"}) at `depth`.
+def check_threshold(threshold: Any) -> float:
+    """`threshold` as a float in [0, 1.01] (above 1 = never exit early); ValueError naming the range if not."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1.01:
+        raise ValueError(f"early-exit threshold must be a number from 0 to 1 (above 1: full depth), got {threshold!r}")
+    return float(threshold)
+
+
+def run_early_exit(demo: DemoModel, features: torch.Tensor, attention_mask: torch.Tensor, threshold: float,
+                   repeats: int = 3) -> tuple[list[int], int, float]:
+    """Greedy CTC ids of one utterance with early exit at `threshold` (see `PrunableCTCForCTC.forward`).
+
+    Returns (token ids over output frames, depth the utterance stopped at, median forward milliseconds).
+    """
+    threshold = check_threshold(threshold)
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            output = demo.model(features, attention_mask, early_exit_threshold=threshold)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return output.logits.argmax(-1)[0].tolist(), int(output.exit_depths[0]), statistics.median(times)
+
+
+def depth_for_rtf_budget(demo: DemoModel, rtf: float) -> int:
+    """The deepest depth whose model-only RTF on this machine is within `rtf` (seconds per audio second).
+
+    The latency profile is measured once (a few seconds) and kept on `demo`; a budget below the cheapest depth
+    raises ValueError naming that depth and its RTF.
+    """
+    from hf_prunable_ctc.runtime.budget import depth_for_budget, profile_latency
+
+    if demo.latency_profile is None:
+        demo.latency_profile = profile_latency(demo.model)
+    return depth_for_budget(demo.model, rtf=rtf, profile=demo.latency_profile)
+
+
+def transcribe(demo: DemoModel, audio: Any, depth: int, repeats: int = 3,
+               early_exit_threshold: Optional[float] = None) -> Transcription:
+    """Transcribe `audio` (samples at the extractor's rate, a path, bytes or {"array", "sampling_rate"}) at `depth`,
+    or, with `early_exit_threshold`, at the depth where the model is confident enough (`depth` is then ignored and
+    the result's `depth` is the one used).
 
     Raises ValueError for a depth outside the schedule or audio too short/silent for features, and
     `hf_prunable_ctc.audio.AudioDecodingError` (a ValueError) for a file that cannot be decoded.
     """
-    depth = check_depth(demo, depth)
+    if early_exit_threshold is None:
+        depth = check_depth(demo, depth)
+    else:
+        check_threshold(early_exit_threshold)
     samples = audio if isinstance(audio, np.ndarray) else load_clip(audio, demo)
     features, attention_mask, feature_ms = featurize(demo, samples)
-    return _transcribe_features(demo, features, attention_mask, feature_ms, len(samples), depth, repeats)
+    return _transcribe_features(demo, features, attention_mask, feature_ms, len(samples), depth, repeats,
+                                early_exit_threshold)
 
 
-def _transcribe_features(demo, features, attention_mask, feature_ms, num_samples, depth, repeats) -> Transcription:
-    ids, depth, model_ms = run_depth(demo, features, attention_mask, depth, repeats)
+def _transcribe_features(demo, features, attention_mask, feature_ms, num_samples, depth, repeats,
+                         early_exit_threshold=None) -> Transcription:
+    if early_exit_threshold is None:
+        ids, depth, model_ms = run_depth(demo, features, attention_mask, depth, repeats)
+    else:
+        ids, depth, model_ms = run_early_exit(demo, features, attention_mask, early_exit_threshold, repeats)
     start = time.perf_counter()
     text = demo.tokenizer.decode(ids)
     decode_ms = (time.perf_counter() - start) * 1000.0
@@ -340,14 +389,21 @@ def build_ui(demo: DemoModel):
             return gr.update(), gr.update()
         return clips[name]["path"], clips[name]["transcription"]
 
-    def on_transcribe(audio_path, depth):
+    def on_transcribe(audio_path, depth, early_exit, threshold):
         if not audio_path:
             return "", ""
         try:
-            result = transcribe(demo, audio_path, depth)
+            result = transcribe(demo, audio_path, depth, early_exit_threshold=threshold if early_exit else None)
         except ValueError as error:  # undecodable file, too short, silent: say so on the page
             raise gr.Error(str(error)) from error
-        return result.text, format_timing(result, demo.max_depth)
+        prefix = f"early exit at confidence {threshold:g}: " if early_exit else ""
+        return result.text, prefix + format_timing(result, demo.max_depth)
+
+    def on_budget(rtf):
+        try:
+            return depth_for_rtf_budget(demo, rtf)
+        except ValueError as error:  # below the cheapest depth: say which depth is cheapest
+            raise gr.Error(str(error)) from error
 
     def on_compare(audio_path, reference):
         if not audio_path:
@@ -373,11 +429,14 @@ def build_ui(demo: DemoModel):
                 reference = gr.Textbox(label="Reference transcript (bundled clips; optional)", elem_id="reference")
                 depth = gr.Slider(1, demo.max_depth, value=demo.max_depth, step=1, label="Depth (encoder layers)",
                                   elem_id="depth")
-                # DEPTH BY RTF BUDGET (issue 12 item 2) goes here: a slider "RTF budget" whose change handler
-                # calls hf_prunable_ctc.runtime.budget.depth_for_budget(demo.model, rtf=..., profile=...) and
-                # sets `depth` to the result (the depth slider's change event then transcribes).
-                # EARLY EXIT (issue 12 item 3) goes here: a checkbox + threshold slider routed to the early-exit
-                # variant of run_depth.
+                # The budget sets the depth slider; its change event then transcribes.
+                budget = gr.Slider(0.0005, 0.02, value=0.02, step=0.0005, elem_id="rtf-budget",
+                                   label="…or an RTF budget (model seconds per audio second, this machine)")
+                with gr.Row():
+                    early_exit = gr.Checkbox(value=False, label="Early exit (stop when confident; ignores depth)",
+                                             elem_id="early-exit")
+                    threshold = gr.Slider(0.0, 1.01, value=0.9, step=0.01, label="Confidence threshold",
+                                          elem_id="early-exit-threshold")
                 with gr.Row():
                     transcribe_button = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
                     compare_button = gr.Button("Compare all depths", elem_id="compare")
@@ -401,8 +460,9 @@ def build_ui(demo: DemoModel):
         # Own uploads and recordings have no reference transcript.
         audio.upload(lambda: (None, ""), outputs=[clip, reference])
         audio.stop_recording(lambda: (None, ""), outputs=[clip, reference])
-        for event in (audio.change, depth.change, transcribe_button.click):
-            event(on_transcribe, inputs=[audio, depth], outputs=[transcript, timing])
+        budget.release(on_budget, inputs=budget, outputs=depth)
+        for event in (audio.change, depth.change, transcribe_button.click, early_exit.change, threshold.release):
+            event(on_transcribe, inputs=[audio, depth, early_exit, threshold], outputs=[transcript, timing])
         compare_button.click(on_compare, inputs=[audio, reference], outputs=comparison)
     # One request at a time: requests running side by side would share the CPU and spoil each other's timings.
     page.queue(default_concurrency_limit=1)

@@ -200,3 +200,34 @@ def test_space_layout_runs_as_documented(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert str(space / "model") in run.stdout and CLIP_TEXT in run.stdout
+
+
+def test_early_exit_reports_the_depth_it_stopped_at(demo):
+    """Issue 12 item 3 on the page: threshold 0 stops at the first intermediate-CTC layer, above 1 runs them all."""
+    first = app.transcribe(demo, str(CLIP), 8, repeats=1, early_exit_threshold=0.0)
+    never = app.transcribe(demo, str(CLIP), 1, repeats=1, early_exit_threshold=1.01)
+    assert (first.depth, first.layers) == (2, [1, 2])
+    assert first.text == app.transcribe(demo, str(CLIP), 2, repeats=1).text
+    assert (never.depth, never.text) == (8, CLIP_TEXT)
+    with pytest.raises(ValueError, match="early-exit threshold must be a number from 0 to 1"):
+        app.transcribe(demo, str(CLIP), 8, early_exit_threshold=2.5)
+
+
+def test_rtf_budget_picks_the_deepest_depth_within_it(demo):
+    """Issue 12 item 2 on the page, with a synthetic profile (a measured one depends on the machine)."""
+    saved = demo.latency_profile
+    demo.latency_profile = {"device": "synthetic", "rtf": {k: 0.001 * k for k in range(1, 9)}}
+    try:
+        assert app.depth_for_rtf_budget(demo, 0.0055) == 5
+        assert app.depth_for_rtf_budget(demo, 1.0) == 8
+        with pytest.raises(ValueError, match="no depth meets RTF"):
+            app.depth_for_rtf_budget(demo, 0.0001)
+    finally:
+        demo.latency_profile = saved
+
+
+def test_page_has_budget_and_early_exit_controls(demo):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'gradio>=6,<7')")
+    page = app.build_ui(demo)
+    ids = {block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
+    assert {"rtf-budget", "early-exit", "early-exit-threshold"} <= ids
