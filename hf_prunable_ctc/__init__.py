@@ -13,6 +13,8 @@ from .modeling_prunable_ctc import (
 )
 from .pruning import PRUNING_STRATEGIES, register_pruning_strategy
 from . import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" strategies)
+from .adapters import PrunableStockCTC, make_prunable
+from .hub import save_pruned
 
 # In-process registration: with the package imported, no remote code is needed to load a checkpoint.
 AutoConfig.register(PrunableCTCConfig.model_type, PrunableCTCConfig, exist_ok=True)
@@ -30,4 +32,7 @@ __all__ = [
     "PrunableCTCFeatureExtractor",
     "PRUNING_STRATEGIES",
     "register_pruning_strategy",
+    "make_prunable",
+    "PrunableStockCTC",
+    "save_pruned",
 ]
