@@ -90,13 +90,15 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
     exits = set(exit_layers(config))
     last = len(encoder.layers)
     running = torch.arange(batch, device=device)  # original indices of the utterances still in the batch
+    frame_mask = None
     for index, layer in enumerate(encoder.layers, start=1):
-        # Exited utterances are gone: trim the time axis to the longest remaining one (padding does not change
-        # valid frames, so this only saves work).
-        width = int(lengths.max())
-        hidden = hidden[:, :width]
-        frame_mask = lengths_to_mask(lengths, width)
-        rotary = encoder.rotary(width, hidden.dtype, device)
+        if frame_mask is None:
+            # First layer, or utterances just exited: trim the time axis to the longest remaining one (padding
+            # does not change valid frames, so this only saves work) and rebuild the masks and rotary tables.
+            width = int(lengths.max())
+            hidden = hidden[:, :width]
+            frame_mask = lengths_to_mask(lengths, width)
+            rotary = encoder.rotary(width, hidden.dtype, device)
         hidden, _ = layer(hidden, frame_mask[:, None, None, :], frame_mask, rotary, 1.0, False)
         if index not in exits:
             continue
@@ -112,6 +114,7 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
             staying = ~leaving
             running, hidden, lengths = running[staying], hidden[staying], lengths[staying]
             exit_logits = exit_logits[staying]
+            frame_mask = None
         if running.numel() == 0:
             break
         if config.self_conditioning:
