@@ -109,7 +109,10 @@ def profile_latency(
                "audio_seconds": audio_seconds, "batch_size": batch_size, "rtf": rtf}
     if cache_path is not None:
         cache[key] = profile
-        cache_path.write_text(json.dumps(cache, indent=2) + "\n")
+        # Written whole and renamed into place, so an interrupted run never leaves a truncated cache behind.
+        partial = cache_path.with_name(cache_path.name + f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(cache, indent=2) + "\n")
+        os.replace(partial, cache_path)
     return profile
 
 

@@ -10,16 +10,20 @@ its sibling modules.
 """
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_prunable_ctc import PrunableCTCConfig
+from .early_exit import early_exit_forward
 from .pruning import (
     PRUNING_STRATEGIES,
     PruningSchedule,
@@ -41,6 +45,8 @@ class PrunableCTCEncoderOutput(ModelOutput):
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): input of the first layer that ran, then the output of
             every layer that ran, each `(batch, frames, hidden_size)`, before the final LayerNorm and before
             self-conditioning (the state the CTC head reads if the model stops there).
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`): attention
+            probabilities `(batch, heads, frames, frames)` of every layer that ran, in order.
         intermediate_logits (`tuple(torch.FloatTensor)`, *optional*): CTC logits `(batch, frames, vocab_size)` of the
             intermediate-CTC layers that ran (the last layer that ran excluded), in order.
         intermediate_layers (`torch.LongTensor` of shape `(num_intermediate,)`, *optional*): the (1-based) layers
@@ -50,6 +56,7 @@ class PrunableCTCEncoderOutput(ModelOutput):
     last_hidden_state: Optional[torch.FloatTensor] = None
     output_lengths: Optional[torch.LongTensor] = None
     hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_logits: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_layers: Optional[torch.LongTensor] = None
 
@@ -63,21 +70,29 @@ class PrunableCTCOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch, frames, vocab_size)`): CTC logits of the last layer that ran.
         output_lengths (`torch.LongTensor` of shape `(batch,)`): valid output frames per utterance.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): see [`PrunableCTCEncoderOutput`].
+        attentions (`tuple(torch.FloatTensor)`, *optional*): see [`PrunableCTCEncoderOutput`].
         intermediate_logits (`tuple(torch.FloatTensor)`, *optional*): see [`PrunableCTCEncoderOutput`].
         intermediate_layers (`torch.LongTensor`, *optional*): see [`PrunableCTCEncoderOutput`].
         ctc_loss (`torch.FloatTensor` of shape `()`, *optional*): CTC loss of the last layer that ran.
         intermediate_losses (`torch.FloatTensor` of shape `(num_intermediate,)`, *optional*): CTC loss of each
             intermediate layer, in the order of `intermediate_layers`.
+        exit_depths (`torch.LongTensor` of shape `(batch,)`, *optional*, returned with `early_exit_threshold`): the
+            (1-based) layer each utterance stopped at; its logits equal those of `num_layers=exit_depth`.
+        exit_confidences (`torch.FloatTensor` of shape `(batch,)`, *optional*, with `early_exit_threshold`): each
+            utterance's confidence at its exit layer (mean max posterior over non-blank frames).
     """
 
     loss: Optional[torch.FloatTensor] = None
     logits: Optional[torch.FloatTensor] = None
     output_lengths: Optional[torch.LongTensor] = None
     hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_logits: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_layers: Optional[torch.LongTensor] = None
     ctc_loss: Optional[torch.FloatTensor] = None
     intermediate_losses: Optional[torch.FloatTensor] = None
+    exit_depths: Optional[torch.LongTensor] = None
+    exit_confidences: Optional[torch.FloatTensor] = None
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -85,27 +100,47 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def random_integers(high: torch.Tensor) -> torch.Tensor:
+    """Independent uniform integers in `[0, high]` (inclusive), one per element of the integer tensor `high`."""
+    draws = torch.rand(high.shape, device=high.device) * (high + 1).to(torch.float32)
+    return torch.minimum(draws.long(), high)
+
+
+def span_mask(starts: torch.Tensor, widths: torch.Tensor, size: int) -> torch.Tensor:
+    """(batch, spans) starts and widths -> (batch, size) bool, True inside any span `[start, start + width)`."""
+    positions = torch.arange(size, device=starts.device)[None, None, :]
+    inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])
+    return inside.any(dim=1)
+
+
 def spec_augment(features: torch.Tensor, lengths: torch.Tensor, config: PrunableCTCConfig) -> torch.Tensor:
     """SpecAugment-style masking (Park et al. 2019) of (batch, frames, bins) features, training only.
 
     Each utterance gets `spec_augment_freq_masks` frequency bands and `spec_augment_time_masks_per_second` time
     spans per second of its own audio set to zero (the normalised mean), so long and short utterances are masked
-    alike. Time warping is left out: it costs CPU time for little gain on small models.
+    alike. Widths are drawn in `[0, max width]` and starts in `[0, size - width]`, both ends included, so the last
+    bin and the last valid frame can be masked; time masks stay inside each utterance's valid frames. The whole
+    batch is masked in a few tensor operations (no loop over utterances), on the features' device. Time warping is
+    left out: it costs CPU time for little gain on small models.
     """
-    features = features.clone()
-    batch, _, bins = features.shape
-    for i in range(batch):
-        for _ in range(config.spec_augment_freq_masks):
-            width = int(torch.randint(0, config.spec_augment_freq_width + 1, ()))
-            start = int(torch.randint(0, max(1, bins - width), ()))
-            features[i, :, start : start + width] = 0.0
-        length = int(lengths[i])
-        num_time_masks = int(config.spec_augment_time_masks_per_second * length / 100)
-        for _ in range(num_time_masks):
-            width = int(torch.randint(0, min(config.spec_augment_time_width, length // 5) + 1, ()))
-            start = int(torch.randint(0, max(1, length - width), ()))
-            features[i, start : start + width] = 0.0
-    return features
+    batch, frames, bins = features.shape
+    masked = torch.zeros(batch, frames, bins, dtype=torch.bool, device=features.device)
+    if config.spec_augment_freq_masks:
+        shape = (batch, config.spec_augment_freq_masks)
+        widths = random_integers(torch.full(shape, min(config.spec_augment_freq_width, bins), device=features.device))
+        starts = random_integers(bins - widths)
+        masked |= span_mask(starts, widths, bins)[:, None, :]
+    lengths = lengths.to(features.device)
+    num_time_masks = (config.spec_augment_time_masks_per_second * lengths / 100).long()  # per utterance
+    most = int(num_time_masks.max()) if batch else 0
+    if most:
+        max_widths = torch.clamp(lengths // 5, max=config.spec_augment_time_width)[:, None].expand(batch, most)
+        widths = random_integers(max_widths)
+        starts = random_integers(lengths[:, None] - widths)
+        # Utterances with fewer masks than the longest one get zero-width spans for the rest.
+        widths = widths * (torch.arange(most, device=features.device)[None, :] < num_time_masks[:, None])
+        masked |= span_mask(starts, widths, frames)[:, :, None]
+    return features.masked_fill(masked, 0.0)
 
 
 class ConvSubsampling(nn.Module):
@@ -143,6 +178,10 @@ class ConvSubsampling(nn.Module):
         return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if features.shape[1] == 0:
+            # No frames at all (empty audio): convolutions cannot run on an empty axis; an empty output gives an
+            # empty transcript.
+            return features.new_zeros(features.shape[0], 0, self.projection.out_features), torch.zeros_like(lengths)
         hidden = features.transpose(1, 2)  # (batch, mel, frames)
         if self.two_dimensional:
             hidden = hidden.unsqueeze(1)  # (batch, 1, mel, frames)
@@ -163,21 +202,22 @@ class RotaryEmbedding(nn.Module):
     """Rotary position tables (cos, sin) of shape (frames, head_dim), shared by all layers of one forward pass.
 
     Rotary positions are relative and applied inside each attention layer, so any subset of layers still sees
-    where each frame is.
+    where each frame is. The angles are computed in float32 on every call and only the tables are cast to the
+    model's dtype: a bfloat16 frequency buffer (what `model.to(torch.bfloat16)` makes of one) is off by more than a
+    radian at 750 frames. There is no buffer, so nothing is stored in checkpoints.
     """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.theta = config.rope_theta
-        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
 
-    def compute_inv_freq(self) -> torch.Tensor:
-        return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
-
-    def forward(self, num_frames: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(num_frames, device=self.inv_freq.device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq)
+    def forward(self, num_frames: int, dtype: torch.dtype, device: Optional[torch.device] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
+        inv_freq = 1.0 / (self.theta ** exponents)
+        positions = torch.arange(num_frames, device=device, dtype=torch.float32)
+        angles = positions[:, None] * inv_freq[None, :]  # elementwise: autocast leaves it in float32
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -188,26 +228,54 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + torch.cat((-second, first), dim=-1) * sin
 
 
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **unused):
+    """Attention written out, for `output_attentions=True` and `attn_implementation="eager"`.
+
+    query, key, value: (batch, heads, frames, head_dim); attention_mask: bool (batch, 1, 1, frames), True on valid
+    keys. Returns the output (batch, frames, heads, head_dim) and the probabilities (batch, heads, frames, frames),
+    the same layout as Transformers' other attention functions. `**unused` takes the keyword arguments that
+    Transformers' attention interface passes to every implementation.
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        # The dtype's lowest value rather than -inf: an utterance without valid frames gets uniform weights, not NaN.
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions, through `scaled_dot_product_attention`."""
+    """Multi-head self-attention with rotary positions.
+
+    The kernel is the one `config._attn_implementation` names through Transformers' attention interface ("sdpa" by
+    default, `scaled_dot_product_attention`); `output_attentions=True` uses the eager path, the only one that
+    computes the probabilities.
+    """
+
+    is_causal = False  # read by Transformers' attention functions
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
+        self.scaling = (config.hidden_size // config.num_attention_heads) ** -0.5
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_dropout
 
-    def forward(self, hidden, key_mask, rotary):
+    def forward(self, hidden, key_mask, rotary, output_attentions=False):
         batch, frames, width = hidden.shape
         qkv = self.qkv(hidden).view(batch, frames, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
         cos, sin = rotary
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        attended = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(attended.transpose(1, 2).reshape(batch, frames, width))
+        attend = eager_attention_forward
+        if not output_attentions:
+            attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, weights = attend(self, query, key, value, key_mask, scaling=self.scaling,
+                                   dropout=self.dropout if self.training else 0.0)
+        return self.out(attended.reshape(batch, frames, width)), weights
 
 
 class FeedForward(nn.Module):
@@ -247,8 +315,12 @@ class ConvolutionModule(nn.Module):
         return self.pointwise_out(hidden.transpose(1, 2)).transpose(1, 2)
 
 
-class TransformerLayer(nn.Module):
-    """Pre-LayerNorm Transformer layer (the paper's model)."""
+class TransformerLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm Transformer layer (the paper's model).
+
+    A `GradientCheckpointingLayer`, as every Transformers layer: `model.gradient_checkpointing_enable()` makes it
+    recompute its activations in the backward pass instead of storing them.
+    """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
@@ -258,13 +330,17 @@ class TransformerLayer(nn.Module):
         self.feed_forward = FeedForward(config, F.gelu)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0):
-        hidden = hidden + residual_scale * self.dropout(self.attention(self.attention_norm(hidden), key_mask, rotary))
-        return hidden + residual_scale * self.dropout(self.feed_forward(self.feed_forward_norm(hidden)))
+    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0, output_attentions=False):
+        attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
+        hidden = hidden + residual_scale * self.dropout(attended)
+        return hidden + residual_scale * self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), weights
 
 
-class ConformerLayer(nn.Module):
-    """Conformer layer: half feed-forward, self-attention, convolution, half feed-forward, LayerNorm."""
+class ConformerLayer(GradientCheckpointingLayer):
+    """Conformer layer: half feed-forward, self-attention, convolution, half feed-forward, LayerNorm.
+
+    A `GradientCheckpointingLayer`, like `TransformerLayer`.
+    """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
@@ -280,29 +356,81 @@ class ConformerLayer(nn.Module):
         self.out_norm = nn.LayerNorm(width, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0):
+    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0, output_attentions=False):
         hidden = hidden + 0.5 * residual_scale * self.dropout(self.feed_forward_in(self.feed_forward_in_norm(hidden)))
-        hidden = hidden + residual_scale * self.dropout(self.attention(self.attention_norm(hidden), key_mask, rotary))
+        attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
+        hidden = hidden + residual_scale * self.dropout(attended)
         hidden = hidden + residual_scale * self.dropout(self.conv(self.conv_norm(hidden), frame_mask))
         hidden = hidden + 0.5 * residual_scale * self.dropout(
             self.feed_forward_out(self.feed_forward_out_norm(hidden))
         )
-        return self.out_norm(hidden)
+        return self.out_norm(hidden), weights
+
+
+def distributed_world_size() -> int:
+    """Number of processes training together: 1 without torch.distributed, and also under `torchrun
+    --nproc_per_node 1`, where a process group exists but no gradients are exchanged."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def describe_tensors(names: Sequence[str]) -> str:
+    """Tensor names summarised: encoder layers by their (1-based) index, other tensors by name (10 at most)."""
+    layer_indices = sorted({int(m.group(1)) + 1 for m in map(re.compile(r"layers\.(\d+)\.").search, names) if m})
+    others = sorted(n for n in names if not re.search(r"layers\.\d+\.", n))
+    parts = [f"tensors of encoder layers {layer_indices} (1-based)"] if layer_indices else []
+    if others:
+        parts.append(", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+    return "; ".join(parts)
+
+
+def check_loaded_tensors(loading_info: dict) -> None:
+    """Raise `ValueError` naming encoder tensors a checkpoint lacks, or encoder layers it has beyond its config."""
+    missing = [k for k in loading_info.get("missing_keys", ()) if not k.startswith("lm_head.")]
+    extra = [k for k in loading_info.get("unexpected_keys", ()) if "layers." in k]
+    if missing or extra:
+        problems = ([f"missing: {describe_tensors(missing)}"] if missing else []) + (
+            [f"extra: {describe_tensors(extra)}"] if extra else [])
+        raise ValueError(f"the checkpoint does not match its config ({'; '.join(problems)}): the weights were "
+                         "probably saved from a model with other layers; save the model again with `save_pretrained` "
+                         "after pruning, or use the config that was saved with these weights")
 
 
 class PrunableCTCPreTrainedModel(PreTrainedModel):
     config_class = PrunableCTCConfig
     base_model_prefix = "model"
     main_input_name = "input_features"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerLayer", "ConformerLayer"]
+    # Attention goes through Transformers' attention interface (see `SelfAttention`) with a boolean key mask,
+    # which the eager and SDPA kernels take; flash and flex attention would need other masks.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    # The loss is already right for gradient accumulation and DDP: the Trainer must divide it by the accumulation
+    # steps and let DDP average gradients, not pass `num_items_in_batch` and rescale. With "mean" reduction, CTC
+    # divides each utterance's loss by its own target length and averages over utterances, so micro-batches of
+    # equal size averaged over the accumulation steps equal one large batch; dividing by `num_items_in_batch` (the
+    # label tokens of the whole accumulated batch) would weight utterances by length instead, a different loss. With
+    # "sum" reduction the loss is a plain sum and the Trainer's division keeps it proportional to the same sum.
+    accepts_loss_kwargs = False
 
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, RotaryEmbedding):
-            # Non-persistent buffers are not in the checkpoint; transformers re-creates them through here.
-            with torch.no_grad():
-                module.inv_freq.copy_(module.compute_inv_freq())
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing checkpoints whose encoder tensors do not match their config.
+
+        Transformers initialises missing tensors at random and only logs it: for a model whose checkpoints are
+        pruned copies, a config naming layers the weights lack (or the reverse) would transcribe garbage. Missing
+        or extra encoder tensors raise `ValueError` naming them; a missing or extra CTC head (loading the encoder
+        alone, or an encoder checkpoint under a new head) is left to Transformers' usual report. A caller who asks
+        for `output_loading_info=True` gets the report instead of the error, to inspect it themselves.
+        """
+        if kwargs.get("output_loading_info"):
+            return super().from_pretrained(*args, **kwargs)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        check_loaded_tensors(info)
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus this file and its siblings next to the weights (remote code).
@@ -337,8 +465,11 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         return validate_schedule(PRUNING_STRATEGIES[strategy](self, **strategy_kwargs), self.config.num_hidden_layers)
 
     def prune_to(self, depth: int, strategy: Optional[str] = None, **strategy_kwargs):
-        """Permanently keep `depth` layers chosen by `strategy` (see `pruning_schedule`); returns the model."""
-        validate_depth(depth, self.config.num_hidden_layers)
+        """Permanently keep `depth` layers chosen by `strategy` (see `pruning_schedule`); returns the model.
+
+        A pruned model can be pruned again (to fewer layers); the layers it dropped are gone for good.
+        """
+        validate_depth(depth, self.config.num_hidden_layers, self.config.kept_layers)
         return self.prune_layers(self.pruning_schedule(strategy, **strategy_kwargs)[depth])
 
     def prune_layers(self, keep: Sequence[int]):
@@ -347,7 +478,7 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         The pruned model computes exactly what `forward(..., layers=keep)` computes on the unpruned one.
         """
         config = self.config
-        keep = validate_layer_selection(keep, config.num_hidden_layers)
+        keep = validate_layer_selection(keep, config.num_hidden_layers, config.kept_layers, require_order=True)
         self.encoder.layers = nn.ModuleList(self.encoder.layers[i - 1] for i in keep)
         if config.pruning_schedule:
             config.pruning_schedule = {str(k): v for k, v in remap_schedule(
@@ -358,6 +489,10 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         if not config.interctc_layers:
             config.interctc_weight = 0.0
             config.self_conditioning = False
+        if not config.self_conditioning and hasattr(self.encoder, "conditioning_projection"):
+            # A model built from the new config has no such layer: keeping it would leave unexpected tensors in
+            # the checkpoint.
+            del self.encoder.conditioning_projection
         config.kept_layers = [config.kept_layers[i - 1] for i in keep]
         config.num_hidden_layers = len(keep)
         config.check_values()
@@ -388,13 +523,13 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
 
     def layers_to_run(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> List[int]:
         """The (1-based) layers a forward pass with `num_layers=` or `layers=` runs; all of them by default."""
-        total = len(self.layers)
+        total, kept = len(self.layers), self.config.kept_layers
         if num_layers is not None and layers is not None:
             raise ValueError("give either num_layers or layers, not both")
         if layers is not None:
-            return validate_layer_selection(layers, total)
+            return validate_layer_selection(layers, total, kept, require_order=True)
         if num_layers is not None:
-            return list(range(1, validate_depth(num_layers, total) + 1))
+            return list(range(1, validate_depth(num_layers, total, kept) + 1))
         return list(range(1, total + 1))
 
     def skip_probability(self, layer: int) -> float:
@@ -411,71 +546,102 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         num_layers: Optional[int] = None,
         layers: Optional[Sequence[int]] = None,
         output_hidden_states: Optional[bool] = None,
-        ctc_head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        output_attentions: Optional[bool] = None,
         return_dict: Optional[bool] = None,
-        **kwargs,
-    ) -> PrunableCTCEncoderOutput:
+        ctc_head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ) -> Union[PrunableCTCEncoderOutput, Tuple]:
         r"""
-        input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features.
+        input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features; cast to the
+            model's dtype. NaN or Inf values raise `ValueError`. Zero frames give zero output frames.
         attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on valid frames, 0 on padding.
         num_layers (`int`, *optional*): run only the first `num_layers` layers (depth on demand, one call).
-        layers (`list[int]`, *optional*): run only these (1-based) layers, in increasing order.
+        layers (`list[int]`, *optional*): run only these (1-based) layers, listed in increasing order.
+        output_hidden_states, output_attentions (`bool`, *optional*): also return every layer's output / attention
+            probabilities (defaults: the config's).
+        return_dict (`bool`, *optional*): a `PrunableCTCEncoderOutput` (default: `config.return_dict`) or a tuple.
         ctc_head (`callable`, *optional*): maps a raw layer output to CTC logits; when given, intermediate logits
             are computed (and fed back when `config.self_conditioning`).
         """
-        if input_features.dim() != 3 or input_features.shape[-1] != self.config.num_mel_bins:
-            raise ValueError(f"input_features must be (batch, frames, {self.config.num_mel_bins}), "
+        config = self.config
+        if input_features.dim() != 3 or input_features.shape[-1] != config.num_mel_bins:
+            raise ValueError(f"input_features must be (batch, frames, {config.num_mel_bins}), "
                              f"got {tuple(input_features.shape)}")
+        check_finite(input_features)
         run_layers = self.layers_to_run(num_layers, layers)
-        if self.config.self_conditioning and ctc_head is None:
+        if config.self_conditioning and ctc_head is None:
             raise ValueError("this encoder is self-conditioned on its CTC head: use PrunableCTCForCTC")
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else \
-            self.config.output_hidden_states
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = config.return_dict if return_dict is None else return_dict
+        # Features come as float32 from the feature extractor; a bf16/fp16 model needs them in its own dtype.
+        input_features = input_features.to(self.subsampling.projection.weight.dtype)
 
         batch, frames, _ = input_features.shape
         if attention_mask is None:
             lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
         else:
             lengths = attention_mask.sum(-1).long()
-        if self.training and (self.config.spec_augment_freq_masks or self.config.spec_augment_time_masks_per_second):
-            input_features = spec_augment(input_features, lengths, self.config)
+        if self.training and (config.spec_augment_freq_masks or config.spec_augment_time_masks_per_second):
+            input_features = spec_augment(input_features, lengths, config)
         hidden, lengths = self.subsampling(input_features, lengths)
         hidden = self.dropout(hidden)
         frame_mask = lengths_to_mask(lengths, hidden.shape[1])
         key_mask = frame_mask[:, None, None, :]
-        rotary = self.rotary(hidden.shape[1], hidden.dtype)
+        rotary = self.rotary(hidden.shape[1], hidden.dtype, hidden.device)
+        if hidden.shape[1] == 0:
+            run_layers = []  # nothing to encode: depthwise convolutions cannot run on an empty time axis
 
         all_hidden = [hidden] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         intermediate_logits, intermediate_layers = [], []
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        # Under DDP every parameter must take part in every step (or DDP needs `find_unused_parameters=True`, a
+        # slower extra graph traversal): a skipped layer is computed and multiplied by zero there (NeMo's way),
+        # which also works with gradient checkpointing. A single process skips the computation, which is where
+        # stochastic depth saves time.
+        compute_skipped = distributed_world_size() > 1
         for position, index in enumerate(run_layers):
             layer = self.layers[index - 1]
             skip = self.skip_probability(index) if self.training else 0.0
+            weights = None
             if skip > 0 and torch.rand(()) < skip:
-                if distributed:
-                    # DDP needs every parameter in the graph: run the layer and add it times zero (NeMo's way).
-                    # Single-process training skips the computation, which is where stochastic depth saves time.
-                    hidden = hidden + 0.0 * layer(hidden, key_mask, frame_mask, rotary)
+                if compute_skipped:
+                    skipped, weights = layer(hidden, key_mask, frame_mask, rotary, 1.0, output_attentions)
+                    hidden = hidden + 0.0 * skipped
             else:
                 # Kept layers scale their residual branches by 1 / (1 - p) so expectations match inference.
-                hidden = layer(hidden, key_mask, frame_mask, rotary, 1.0 / (1.0 - skip))
+                hidden, weights = layer(hidden, key_mask, frame_mask, rotary, 1.0 / (1.0 - skip), output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden)
+            if output_attentions:
+                all_attentions.append(weights)
             is_last = position == len(run_layers) - 1
-            if ctc_head is not None and index in self.config.interctc_layers and not is_last:
+            if ctc_head is not None and index in config.interctc_layers and not is_last:
                 logits = ctc_head(hidden)
                 intermediate_logits.append(logits)
                 intermediate_layers.append(index)
-                if self.config.self_conditioning:
+                if config.self_conditioning:
                     hidden = hidden + self.conditioning_projection(logits.softmax(dim=-1))
 
-        return PrunableCTCEncoderOutput(
+        output = PrunableCTCEncoderOutput(
             last_hidden_state=self.final_norm(hidden),
             output_lengths=lengths,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
             intermediate_logits=tuple(intermediate_logits) if ctc_head is not None else None,
-            intermediate_layers=torch.tensor(intermediate_layers, dtype=torch.long) if ctc_head is not None else None,
+            intermediate_layers=torch.tensor(intermediate_layers, dtype=torch.long, device=hidden.device)
+            if ctc_head is not None else None,
         )
+        return output if return_dict else output.to_tuple()
+
+
+def check_finite(input_features: torch.Tensor) -> None:
+    """Raise `ValueError` if the features hold NaN or Inf: the model would turn them into a confident-looking
+    transcript of garbage, so every entry point (forward, pipeline, CLI) refuses them here."""
+    finite = torch.isfinite(input_features)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"input_features hold {bad} NaN or Inf values (of {input_features.numel()}): the audio or "
+                         "its features are not finite; check the audio for NaN/Inf samples and decode it again")
 
 
 def ctc_loss(logits, output_lengths, labels, blank, reduction, zero_infinity):
@@ -515,19 +681,36 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         num_layers: Optional[int] = None,
         layers: Optional[Sequence[int]] = None,
         output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
         output_intermediate_logits: bool = False,
         return_dict: Optional[bool] = None,
-        **kwargs,
-    ) -> PrunableCTCOutput:
+        early_exit_threshold: Optional[float] = None,
+    ) -> Union[PrunableCTCOutput, Tuple]:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features.
         attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 on valid frames.
         labels (`torch.LongTensor` of shape `(batch, max_label_length)`, *optional*): token ids padded with -100.
         num_layers (`int`, *optional*): run only the first `num_layers` layers, for this call only.
-        layers (`list[int]`, *optional*): run only these (1-based) layers, for this call only.
+        layers (`list[int]`, *optional*): run only these (1-based) layers, in increasing order, for this call only.
+        output_hidden_states, output_attentions (`bool`, *optional*): see [`PrunableCTCModel.forward`].
         output_intermediate_logits (`bool`): also return the logits of the intermediate-CTC layers that ran.
+        return_dict (`bool`, *optional*): a `PrunableCTCOutput` (default: `config.return_dict`) or a tuple.
+        early_exit_threshold (`float`, *optional*): inference only: stop each utterance at the first intermediate-CTC
+            layer (or the last layer) where its confidence (mean max posterior over non-blank frames, in [0, 1])
+            reaches this value; 0 exits at the first intermediate-CTC layer, above 1 runs the full depth. The output
+            then carries `exit_depths` and `exit_confidences`. Cannot be combined with `num_layers`/`layers` (prune
+            the model first to exit within fewer layers), `labels`, hidden states, attentions or intermediate logits.
+
+        There is no `**kwargs`: a misspelt argument (`num_layer=4`) raises `TypeError` instead of silently running
+        the full model. The `Trainer` passes only the batch's keys (`accepts_loss_kwargs` is False) and the ASR
+        pipeline passes `input_features` and `attention_mask`.
         """
         config = self.config
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if early_exit_threshold is not None:
+            return self._early_exit(input_features, attention_mask, early_exit_threshold, return_dict, num_layers,
+                                    layers, labels, output_hidden_states, output_attentions,
+                                    output_intermediate_logits)
         need_intermediate = labels is not None or output_intermediate_logits or config.self_conditioning
         encoded = self.model(
             input_features,
@@ -535,6 +718,8 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             num_layers=num_layers,
             layers=layers,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
             ctc_head=self.logits_from_hidden_state if need_intermediate and config.interctc_layers else None,
         )
         logits = self.lm_head(encoded.last_hidden_state)
@@ -554,16 +739,39 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
                     weight = config.interctc_weight
                     loss = (1.0 - weight) * final_loss + weight * intermediate_losses.mean()
 
-        return PrunableCTCOutput(
+        output = PrunableCTCOutput(
             loss=loss,
             logits=logits,
             output_lengths=encoded.output_lengths,
             hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
             intermediate_logits=intermediate_logits if output_intermediate_logits else None,
             intermediate_layers=encoded.intermediate_layers if output_intermediate_logits else None,
             ctc_loss=final_loss,
             intermediate_losses=intermediate_losses,
         )
+        return output if return_dict else output.to_tuple()
+
+    def _early_exit(self, input_features, attention_mask, threshold, return_dict, num_layers, layers, labels,
+                    output_hidden_states, output_attentions, output_intermediate_logits):
+        """`forward(..., early_exit_threshold=...)`: checks the options, then `early_exit.early_exit_forward`."""
+        if num_layers is not None or layers is not None:
+            raise ValueError("early_exit_threshold picks the depth per utterance: do not combine it with num_layers "
+                             "or layers; to exit within fewer layers, prune the model first (model.prune_to(k)), "
+                             "it then exits at its remaining intermediate-CTC layers")
+        if labels is not None:
+            raise ValueError("early_exit_threshold is for inference: compute the loss without it (labels given)")
+        if output_hidden_states or output_attentions or output_intermediate_logits:
+            raise ValueError("early_exit_threshold cannot return hidden states, attentions or intermediate logits "
+                             "(utterances stop at different layers): call without it to inspect layers")
+        if self.training:
+            raise ValueError("early_exit_threshold is for inference: call model.eval() first (stochastic depth and "
+                             "dropout would make exits random)")
+        logits, lengths, exit_depths, confidences = early_exit_forward(self, input_features, attention_mask,
+                                                                       threshold)
+        output = PrunableCTCOutput(logits=logits, output_lengths=lengths, exit_depths=exit_depths,
+                                   exit_confidences=confidences)
+        return output if return_dict else output.to_tuple()
 
 
 # save_pretrained copies the defining files only for classes registered with an auto class.

@@ -6,7 +6,7 @@ in `PRUNING_STRATEGIES` and keeps `schedule[k]`. Data-driven strategies (greedy 
 here from their own modules, so this file stays free of data code and can travel with the weights as remote code.
 """
 
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 PruningSchedule = Dict[int, List[int]]
 PRUNING_STRATEGIES: Dict[str, Callable[..., PruningSchedule]] = {}
@@ -22,10 +22,21 @@ def register_pruning_strategy(name: str):
     return register
 
 
-def validate_layer_selection(layers: Sequence[int], num_layers: int) -> List[int]:
+def pruned_note(kept_layers: Optional[Sequence[int]]) -> str:
+    """Explanation appended to range errors of a pruned model: the weights of the layers it dropped are gone."""
+    if kept_layers is None or list(kept_layers) == list(range(1, len(kept_layers) + 1)):
+        return ""
+    return (f"; this model was pruned: its {len(kept_layers)} layers are layers {list(kept_layers)} of the trained "
+            "model and the weights of the other layers are gone (load the unpruned checkpoint to run them)")
+
+
+def validate_layer_selection(layers: Sequence[int], num_layers: int, kept_layers: Optional[Sequence[int]] = None,
+                             require_order: bool = False) -> List[int]:
     """Check a set of 1-based layer indices against a model of `num_layers` layers; return them sorted.
 
-    Raises `ValueError` for an empty selection, non-integers, duplicates or indices outside `[1, num_layers]`.
+    Raises `ValueError` for an empty selection, non-integers, duplicates or indices outside `[1, num_layers]`, and
+    with `require_order` for indices not in increasing order (layers always run in model order, so `[4, 2]` would
+    silently mean `[2, 4]`). `kept_layers` (the model's `config.kept_layers`) explains range errors of pruned models.
     """
     layers = list(layers)
     if not layers:
@@ -37,16 +48,24 @@ def validate_layer_selection(layers: Sequence[int], num_layers: int) -> List[int
         raise ValueError(f"layer indices {duplicates} are given more than once in {layers}")
     out_of_range = [i for i in layers if not 1 <= i <= num_layers]
     if out_of_range:
-        raise ValueError(f"layer indices {out_of_range} are outside [1, {num_layers}] (layers are 1-based)")
+        raise ValueError(f"layer indices {out_of_range} are outside [1, {num_layers}] (layers are 1-based)"
+                         + pruned_note(kept_layers))
+    if require_order and layers != sorted(layers):
+        raise ValueError(f"layers must be listed in increasing order, got {layers}: layers always run in model "
+                         f"order, so pass {sorted(layers)}")
     return sorted(layers)
 
 
-def validate_depth(depth: int, num_layers: int) -> int:
-    """Check a requested depth against a model of `num_layers` layers (`ValueError` unless 1 <= depth <= L)."""
+def validate_depth(depth: int, num_layers: int, kept_layers: Optional[Sequence[int]] = None) -> int:
+    """Check a requested depth against a model of `num_layers` layers (`ValueError` unless 1 <= depth <= L).
+
+    `kept_layers` (the model's `config.kept_layers`) explains the error when a pruned model is asked for more.
+    """
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ValueError(f"depth must be an integer, got {depth!r}")
     if not 1 <= depth <= num_layers:
-        raise ValueError(f"depth must be in [1, {num_layers}] (the model has {num_layers} layers), got {depth}")
+        raise ValueError(f"depth must be in [1, {num_layers}] (the model has {num_layers} layers), got {depth}"
+                         + pruned_note(kept_layers))
     return depth
 
 
