@@ -100,6 +100,14 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def feature_lengths(input_features: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """(batch,) valid frames of (batch, frames, bins) features: the mask's sums, or every frame without a mask."""
+    if attention_mask is None:
+        return torch.full((input_features.shape[0],), input_features.shape[1], dtype=torch.long,
+                          device=input_features.device)
+    return attention_mask.sum(-1).long()
+
+
 def random_integers(high: torch.Tensor) -> torch.Tensor:
     """Independent uniform integers in `[0, high]` (inclusive), one per element of the integer tensor `high`."""
     draws = torch.rand(high.shape, device=high.device) * (high + 1).to(torch.float32)
@@ -576,11 +584,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         # Features come as float32 from the feature extractor; a bf16/fp16 model needs them in its own dtype.
         input_features = input_features.to(self.subsampling.projection.weight.dtype)
 
-        batch, frames, _ = input_features.shape
-        if attention_mask is None:
-            lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
-        else:
-            lengths = attention_mask.sum(-1).long()
+        lengths = feature_lengths(input_features, attention_mask)
         if self.training and (config.spec_augment_freq_masks or config.spec_augment_time_masks_per_second):
             input_features = spec_augment(input_features, lengths, config)
         hidden, lengths = self.subsampling(input_features, lengths)

@@ -67,15 +67,12 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
     if input_features.dim() != 3 or input_features.shape[-1] != config.num_mel_bins:
         raise ValueError(f"input_features must be (batch, frames, {config.num_mel_bins}), "
                          f"got {tuple(input_features.shape)}")
-    from .modeling_prunable_ctc import check_finite, lengths_to_mask
+    from .modeling_prunable_ctc import check_finite, feature_lengths, lengths_to_mask
 
     check_finite(input_features)
     input_features = input_features.to(encoder.subsampling.projection.weight.dtype)
-    batch, frames, _ = input_features.shape
-    if attention_mask is None:
-        lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
-    else:
-        lengths = attention_mask.sum(-1).long()
+    batch = input_features.shape[0]
+    lengths = feature_lengths(input_features, attention_mask)
     hidden, lengths = encoder.subsampling(input_features, lengths)
     output_lengths = lengths
     device = hidden.device
