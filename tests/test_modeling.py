@@ -198,23 +198,24 @@ def test_spec_augment_can_mask_the_last_bin_and_frame_and_stays_inside_each_utte
     assert not torch.equal(freq_masked[:, 0], freq_masked[:, 1])
 
 
-def test_spec_augment_is_vectorised_over_the_batch():
-    """No Python loop over utterances: masking 512 utterances costs about as much as masking 8."""
-    import time
-
-    from hf_prunable_ctc.modeling_prunable_ctc import spec_augment
+def test_spec_augment_is_vectorised_over_the_batch(monkeypatch):
+    """No Python loop over utterances: masking 512 utterances draws as many random tensors as masking 8 (a count,
+    not a timing: this machine is shared and timings are noisy)."""
+    from hf_prunable_ctc import modeling_prunable_ctc
 
     config = tiny_config(spec_augment_freq_masks=2, spec_augment_time_masks_per_second=5.0)
+    draws = []
+    real = modeling_prunable_ctc.random_integers
+    monkeypatch.setattr(modeling_prunable_ctc, "random_integers", lambda high: draws.append(1) or real(high))
 
-    def seconds(batch):
+    def count(batch):
+        draws.clear()
         features, lengths = torch.zeros(batch, 300, 16), torch.full((batch,), 300)
-        spec_augment(features, lengths, config)
-        start = time.perf_counter()
-        for _ in range(5):
-            spec_augment(features, lengths, config)
-        return time.perf_counter() - start
+        masked = modeling_prunable_ctc.spec_augment(features, lengths, config)
+        assert masked.shape == features.shape
+        return len(draws)
 
-    assert seconds(512) < 10 * seconds(8) + 0.05
+    assert count(512) == count(8) > 0
 
 
 @pytest.mark.parametrize("encoder_type", ["transformer", "conformer"])
