@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import tiny_model
+from conftest import save_model_folder
 from hf_prunable_ctc.cli import build_parser, main
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.vocabulary import make_tokenizer
 
 
 @pytest.fixture
 def model_dir(tmp_path):
-    tokenizer = make_tokenizer()
-    tiny_model(num_mel_bins=80, vocab_size=len(tokenizer)).save_pretrained(tmp_path / "model")
-    save_processor(make_feature_extractor(), tokenizer, tmp_path / "model")
+    save_model_folder(tmp_path / "model")
     return tmp_path / "model"
 
 

@@ -7,19 +7,15 @@ import torch
 pytest.importorskip("onnxruntime", reason="ONNX export needs onnx, onnxruntime, onnxscript")
 import onnxruntime  # noqa: E402
 
-from conftest import tiny_model  # noqa: E402
+from conftest import save_model_folder  # noqa: E402
 from hf_prunable_ctc import PrunableCTCForCTC  # noqa: E402
-from hf_prunable_ctc.features import make_feature_extractor, save_processor  # noqa: E402
 from hf_prunable_ctc.runtime.export import _example_batch, export_onnx  # noqa: E402
-from hf_prunable_ctc.vocabulary import make_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
-    tokenizer = make_tokenizer()
-    tiny_model(num_mel_bins=80, vocab_size=len(tokenizer), interctc_layers=[2], interctc_weight=0.3).save_pretrained(path)
-    save_processor(make_feature_extractor(), tokenizer, path)
+    save_model_folder(path, interctc_layers=[2], interctc_weight=0.3)
     return path
 
 

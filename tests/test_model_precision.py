@@ -5,10 +5,8 @@ import pytest
 import torch
 from transformers import pipeline
 
-from conftest import padded_batch, tiny_model
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from conftest import padded_batch, save_model_folder, tiny_model
 from hf_prunable_ctc.modeling_prunable_ctc import RotaryEmbedding
-from hf_prunable_ctc.vocabulary import make_tokenizer
 
 
 @pytest.mark.parametrize("encoder_type", ["transformer", "conformer"])
@@ -43,10 +41,7 @@ def test_rotary_tables_are_float32_accurate_in_bf16():
 
 
 def test_pipeline_runs_in_bf16(tmp_path):
-    tokenizer = make_tokenizer()
-    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
-    model.save_pretrained(tmp_path)
-    save_processor(make_feature_extractor(), tokenizer, tmp_path)
+    save_model_folder(tmp_path)
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path), dtype=torch.bfloat16, device="cpu")
     assert asr.model.dtype == torch.bfloat16
     rng = np.random.default_rng(0)

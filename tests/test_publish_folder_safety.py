@@ -4,12 +4,10 @@ import json
 
 import pytest
 
-from conftest import tiny_model
+from conftest import save_model_folder
 from hf_prunable_ctc.cli import main
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
 from hf_prunable_ctc.hub.output_folder import MARKER, OutputFolderError
 from hf_prunable_ctc.publish import publish
-from hf_prunable_ctc.vocabulary import make_tokenizer
 
 CARD = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_command="python train.py")
 
@@ -18,14 +16,7 @@ CARD = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_c
 def runs(tmp_path, monkeypatch):
     """`runs/` holding a measured model `mymodel` and another experiment, as a user's runs folder does."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tokenizer = make_tokenizer()
-    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
-    path = tmp_path / "runs" / "mymodel"
-    model.save_pretrained(path)
-    save_processor(make_feature_extractor(), tokenizer, path)
-    (path / "per_depth_metrics.json").write_text(json.dumps({"split": "test", "depths": {
-        str(d): {"layers": layers, "wer": 50.0 - d, "cer": 20.0 - d, "parameters": model.count_parameters(layers=layers)}
-        for d, layers in model.pruning_schedule().items()}}))
+    save_model_folder(tmp_path / "runs" / "mymodel", with_metrics=True)
     other = tmp_path / "runs" / "other_experiment"
     other.mkdir()
     (other / "notes.txt").write_text("weeks of work")

@@ -1,27 +1,18 @@
 """Issue 13 (bullet 3): with the package installed, a published folder loads through every documented path
 (config, model, tokenizer, feature extractor, processor, pipeline) without trust_remote_code and without a prompt."""
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 
-from conftest import tiny_model
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from conftest import save_model_folder
 from hf_prunable_ctc.publish import publish
-from hf_prunable_ctc.vocabulary import make_tokenizer
 
 
 def test_published_folder_loads_without_remote_code(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tokenizer = make_tokenizer()
-    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
-    model.save_pretrained(tmp_path / "model")
-    save_processor(make_feature_extractor(), tokenizer, tmp_path / "model")
-    (tmp_path / "model" / "per_depth_metrics.json").write_text(json.dumps({"split": "test", "depths": {
-        str(d): {"layers": layers, "wer": 50.0 - d, "cer": 20.0 - d, "parameters": 1}
-        for d, layers in model.pruning_schedule().items()}}))
+    save_model_folder(tmp_path / "model", with_metrics=True)
     card = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_command="train")
     publish(str(tmp_path / "model"), str(tmp_path / "repo"), "you/toy", card, dry_run=True)
     script = textwrap.dedent(f"""

@@ -3,20 +3,12 @@ uploaded, instead of a ConnectError traceback."""
 
 import json
 
-from conftest import tiny_model
+from conftest import save_model_folder
 from hf_prunable_ctc.cli import main
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.vocabulary import make_tokenizer
 
 
 def test_unreachable_hub_writes_lists_and_explains(tmp_path, monkeypatch, capsys):
-    tokenizer = make_tokenizer()
-    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
-    model.save_pretrained(tmp_path / "model")
-    save_processor(make_feature_extractor(), tokenizer, tmp_path / "model")
-    (tmp_path / "model" / "per_depth_metrics.json").write_text(json.dumps({"split": "test", "depths": {
-        str(d): {"layers": layers, "wer": 50.0 - d, "cer": 20.0 - d, "parameters": 1}
-        for d, layers in model.pruning_schedule().items()}}))
+    save_model_folder(tmp_path / "model", with_metrics=True)
     (tmp_path / "card.json").write_text(json.dumps(
         {"model_name": "toy", "dataset_name": "Toy", "dataset_type": "toy", "training_command": "train"}))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
