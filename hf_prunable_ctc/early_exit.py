@@ -64,15 +64,10 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
     """
     threshold = check_threshold(threshold)
     encoder, config = model.model, model.config
-    if input_features.dim() != 3 or input_features.shape[-1] != config.num_mel_bins:
-        raise ValueError(f"input_features must be (batch, frames, {config.num_mel_bins}), "
-                         f"got {tuple(input_features.shape)}")
-    from .modeling_prunable_ctc import check_finite, feature_lengths, lengths_to_mask
+    from .modeling_prunable_ctc import lengths_to_mask
 
-    check_finite(input_features)
-    input_features = input_features.to(encoder.subsampling.projection.weight.dtype)
+    input_features, lengths = encoder.checked_inputs(input_features, attention_mask)
     batch = input_features.shape[0]
-    lengths = feature_lengths(input_features, attention_mask)
     hidden, lengths = encoder.subsampling(input_features, lengths)
     output_lengths = lengths
     device = hidden.device

@@ -529,6 +529,18 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             self.conditioning_projection = nn.Linear(config.vocab_size, config.hidden_size)
         self.post_init()
 
+    def checked_inputs(self, input_features: torch.Tensor, attention_mask: Optional[torch.Tensor]
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Validate (batch, frames, num_mel_bins) features (shape, NaN/Inf) and return them in the model's dtype with
+        their (batch,) valid lengths; the one entry check of every forward path (full, per depth, early exit)."""
+        if input_features.dim() != 3 or input_features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(f"input_features must be (batch, frames, {self.config.num_mel_bins}), "
+                             f"got {tuple(input_features.shape)}")
+        check_finite(input_features)
+        lengths = feature_lengths(input_features, attention_mask)
+        # Features come as float32 from the feature extractor; a bf16/fp16 model needs them in its own dtype.
+        return input_features.to(self.subsampling.projection.weight.dtype), lengths
+
     def layers_to_run(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> List[int]:
         """The (1-based) layers a forward pass with `num_layers=` or `layers=` runs; all of them by default."""
         total, kept = len(self.layers), self.config.kept_layers
@@ -571,20 +583,13 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             are computed (and fed back when `config.self_conditioning`).
         """
         config = self.config
-        if input_features.dim() != 3 or input_features.shape[-1] != config.num_mel_bins:
-            raise ValueError(f"input_features must be (batch, frames, {config.num_mel_bins}), "
-                             f"got {tuple(input_features.shape)}")
-        check_finite(input_features)
+        input_features, lengths = self.checked_inputs(input_features, attention_mask)
         run_layers = self.layers_to_run(num_layers, layers)
         if config.self_conditioning and ctc_head is None:
             raise ValueError("this encoder is self-conditioned on its CTC head: use PrunableCTCForCTC")
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         return_dict = config.return_dict if return_dict is None else return_dict
-        # Features come as float32 from the feature extractor; a bf16/fp16 model needs them in its own dtype.
-        input_features = input_features.to(self.subsampling.projection.weight.dtype)
-
-        lengths = feature_lengths(input_features, attention_mask)
         if self.training and (config.spec_augment_freq_masks or config.spec_augment_time_masks_per_second):
             input_features = spec_augment(input_features, lengths, config)
         hidden, lengths = self.subsampling(input_features, lengths)
