@@ -46,6 +46,7 @@ import transformers
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"
 CONFIGS = ROOT / "training" / "configs"
+TEST_SUBSET = ROOT / "data" / "reference_test_subset" / "test"
 SAMPLING_RATE = 16000
 
 
@@ -329,12 +330,46 @@ def export(args) -> dict:
                 }, args.repeats, args.warmup)
             rows[depth] = {
                 "seconds": times,
+                "wer_on_test_subset": subset_error_rates({
+                    "eager": lambda f, m: model(torch.from_numpy(f), attention_mask=torch.from_numpy(m)).logits,
+                    "onnx_fp32": lambda f, m: sessions["onnx_fp32"].run(["logits"], {"input_features": f,
+                                                                                     "attention_mask": m})[0],
+                    "onnx_int8": lambda f, m: sessions["onnx_int8"].run(["logits"], {"input_features": f,
+                                                                                     "attention_mask": m})[0],
+                }, limit=8 if args.quick else None),
                 "speedup_over_eager": {k: times["eager"] / times[k] for k in ("onnx_fp32", "onnx_int8")},
                 "size_bytes": {"onnx_fp32": fp32["size_bytes"], "onnx_int8": int8["size_bytes"]},
                 "max_abs_diff_vs_pytorch": {"onnx_fp32": fp32["max_abs_diff"], "onnx_int8": int8["max_abs_diff"]},
             }
     return {"audio_seconds": args.seconds, "batch_size": 1, "depths": rows,
             "onnxruntime": onnxruntime.__version__}
+
+
+def subset_error_rates(backends: dict[str, Callable], limit: int | None = None) -> dict:
+    """WER/CER (percent) of each backend on the reference model's bundled test utterances
+    (`data/reference_test_subset`), one utterance at a time; a backend maps numpy ``(features, mask)`` to logits."""
+    import csv
+
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+
+    from hf_prunable_ctc.audio import load_audio
+    from hf_prunable_ctc.metrics import character_error_rate, word_error_rate
+    from hf_prunable_ctc.text import normalize_transcript
+
+    rows = list(csv.DictReader(open(TEST_SUBSET / "metadata.csv")))[:limit]
+    extractor = AutoFeatureExtractor.from_pretrained(REFERENCE_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(REFERENCE_MODEL)
+    references = [normalize_transcript(row["transcription"]) for row in rows]
+    inputs = [extractor(load_audio(TEST_SUBSET / row["file_name"]), sampling_rate=SAMPLING_RATE, return_tensors="np")
+              for row in rows]
+    rates = {"utterances": len(rows), "data": str(TEST_SUBSET.relative_to(ROOT))}
+    with torch.inference_mode():
+        for name, run in backends.items():
+            predictions = [tokenizer.decode(np.asarray(run(x["input_features"], x["attention_mask"].astype(np.int64))
+                                                       )[0].argmax(-1).tolist()) for x in inputs]
+            rates[name] = {"wer": 100 * word_error_rate(references, predictions),
+                           "cer": 100 * character_error_rate(references, predictions)}
+    return rates
 
 
 SECTIONS = {"depth_scaling": depth_scaling, "peers": peers, "memory": memory, "training": training, "export": export}
@@ -415,12 +450,18 @@ def write_markdown(results: dict, path: Path) -> None:
     ex = results.get("export")
     if ex and "depths" in ex:
         lines += ["## Export (batch 1, 10 s)", "", "| depth | eager ms | ONNX fp32 ms | ONNX int8 ms | fp32 MB | "
-                  "int8 MB | max abs diff fp32 / int8 |", "|---|---|---|---|---|---|---|"]
+                  "int8 MB | max abs diff fp32 / int8 | WER % eager / fp32 / int8 |", "|---|---|---|---|---|---|---|---|"]
         for depth, r in ex["depths"].items():
             s, b, d = r["seconds"], r["size_bytes"], r["max_abs_diff_vs_pytorch"]
+            w = r.get("wer_on_test_subset")
+            wer = " / ".join(f"{w[k]['wer']:.1f}" for k in ("eager", "onnx_fp32", "onnx_int8")) if w else "-"
             lines.append(f"| {depth} | {1000 * s['eager']:.1f} | {1000 * s['onnx_fp32']:.1f} | "
                          f"{1000 * s['onnx_int8']:.1f} | {b['onnx_fp32'] / 1e6:.2f} | {b['onnx_int8'] / 1e6:.2f} | "
-                         f"{d['onnx_fp32']:.1e} / {d['onnx_int8']:.1e} |")
+                         f"{d['onnx_fp32']:.1e} / {d['onnx_int8']:.1e} | {wer} |")
+        first = next((r["wer_on_test_subset"] for r in ex["depths"].values() if "wer_on_test_subset" in r), None)
+        if first:
+            lines += ["", f"WER on the {first['utterances']} bundled test utterances of the reference model "
+                      f"(`{first['data']}`, synthetic speech, voices unseen in training), one utterance at a time."]
         lines.append("")
     for name, value in results.items():
         if isinstance(value, dict) and "error" in value:
