@@ -54,5 +54,9 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     if "export" in sections:
         row = on_disk["export"]["depths"]["1"]
         assert set(row["seconds"]) == {"eager", "onnx_fp32", "onnx_int8"}
+        wer = row["wer_on_test_subset"]
+        assert wer["utterances"] == 8
+        # float32 ONNX reproduces PyTorch's transcripts; int8 is measured, not assumed equal.
+        assert wer["onnx_fp32"] == wer["eager"] and 0 <= wer["onnx_int8"]["wer"] <= 200
     markdown = (tmp_path / "README.md").read_text()
     assert "## Depth scaling" in markdown and "## Peers" in markdown and "## Memory" in markdown
