@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer, Speech2TextFeatureExtractor
 
 from hf_prunable_ctc import PrunableCTCFeatureExtractor, PrunableCTCForCTC
-from hf_prunable_ctc.metrics import character_error_rate, word_error_rate
+from hf_prunable_ctc.evaluation.metrics import character_error_rate, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "model_cards" / "prunable-ctc-small-synth"

@@ -22,10 +22,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.features import HOP_LENGTH, SAMPLING_RATE, make_feature_extractor
-from hf_prunable_ctc.speech_data import load_split, prepare_split
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import HOP_LENGTH, SAMPLING_RATE, make_feature_extractor
+from hf_prunable_ctc.data.speech_data import load_split, prepare_split
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 
 def as_flac(data_dir: str, split: str, count: int, folder: str) -> str:

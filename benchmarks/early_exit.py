@@ -35,9 +35,9 @@ import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from hf_prunable_ctc import PrunableCTCForCTC
-from hf_prunable_ctc.audio import load_audio
+from hf_prunable_ctc.data.audio import load_audio
 from hf_prunable_ctc.early_exit import exit_layers, max_posterior_confidence
-from hf_prunable_ctc.metrics import character_error_rate, word_error_rate
+from hf_prunable_ctc.evaluation.metrics import character_error_rate, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = [0.0, 0.85, 0.9, 0.93, 0.96, 1.01]

@@ -43,7 +43,7 @@ try:
 except ImportError:  # a checkout that did not install the package
     sys.path.insert(0, str(APP_DIR.parent))
     import hf_prunable_ctc  # noqa: F401
-from hf_prunable_ctc.audio import load_audio  # noqa: E402
+from hf_prunable_ctc.data.audio import load_audio  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class DemoModel:
     """A loaded model with everything the page needs.
 
     `schedule` maps each depth 1..L to the (1-based) layers it runs (`model.pruning_schedule()`); `results` is
-    `hf_prunable_ctc.model_card.depth_results` of the folder (WER/CER per depth, RTF when a depth report exists)
+    `hf_prunable_ctc.hub.model_card.depth_results` of the folder (WER/CER per depth, RTF when a depth report exists)
     or None when the folder has neither depth_report.json nor per_depth_metrics.json.
     """
 
@@ -158,7 +158,7 @@ def read_depth_results(folder: str, schedule: dict[int, list[int]]) -> Optional[
 
     Returns {"split", "dataset", "hardware", "rows": [{"depth", "layers", "wer", "cer", "parameters", "rtf"?}]}.
     """
-    from hf_prunable_ctc.model_card import depth_results
+    from hf_prunable_ctc.hub.model_card import depth_results
 
     try:
         results = depth_results(folder, schedule)
@@ -281,7 +281,7 @@ def transcribe(demo: DemoModel, audio: Any, depth: int, repeats: int = 3,
     the result's `depth` is the one used).
 
     Raises ValueError for a depth outside the schedule or audio too short/silent for features, and
-    `hf_prunable_ctc.audio.AudioDecodingError` (a ValueError) for a file that cannot be decoded.
+    `hf_prunable_ctc.data.audio.AudioDecodingError` (a ValueError) for a file that cannot be decoded.
     """
     if early_exit_threshold is None:
         depth = check_depth(demo, depth)
@@ -330,7 +330,7 @@ def comparison_table(results: Sequence[Transcription], reference: Optional[str] 
     for result in results:
         row = {"depth": result.depth, "layers": format_layers(result.layers), "transcript": result.text}
         if reference:
-            from hf_prunable_ctc.metrics import word_error_rate
+            from hf_prunable_ctc.evaluation.metrics import word_error_rate
 
             row["WER %"] = round(100.0 * word_error_rate([reference], [result.text]), 1)
         row |= {"model ms": round(result.model_ms, 1), "end-to-end ms": round(result.total_ms, 1),

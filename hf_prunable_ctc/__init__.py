@@ -12,7 +12,7 @@ from .modeling_prunable_ctc import (
     PrunableCTCPreTrainedModel,
 )
 from .pruning import PRUNING_STRATEGIES, register_pruning_strategy
-from . import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" strategies)
+from .evaluation import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" strategies)
 from .adapters import PrunableStockCTC, make_prunable
 from .hub import save_pruned
 

@@ -136,7 +136,7 @@ def transcribe(args) -> int:
     from transformers import AutoFeatureExtractor, AutoTokenizer
     from tqdm.auto import tqdm
 
-    from .audio import load_audio
+    from .data.audio import load_audio
 
     model = load_model(args.model)
     source = resolve_model(args.model)
@@ -203,7 +203,7 @@ def prune(args) -> None:
 
 
 def publish(args) -> None:
-    from .publish import check_model_folder, outcome, publish as publish_folder
+    from .hub.publish import check_model_folder, outcome, publish as publish_folder
 
     check_model_folder(args.model)
     with open(args.card_info) as f:

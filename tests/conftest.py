@@ -37,8 +37,8 @@ def save_model_folder(path, with_metrics=False, **overrides) -> PrunableCTCForCT
     """Save a tiny model with the package's tokenizer and feature extractor to `path`, as training leaves a folder
     (80 mel bins, the default vocabulary); with `with_metrics`, also a `per_depth_metrics.json` measuring every depth
     of its schedule (WER 50 - depth, CER 20 - depth), which `publish` turns into a card. Returns the model."""
-    from hf_prunable_ctc.features import make_feature_extractor, save_processor
-    from hf_prunable_ctc.vocabulary import make_tokenizer
+    from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+    from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
     tokenizer = make_tokenizer()
     model = tiny_model(**{"num_mel_bins": 80, "vocab_size": len(tokenizer), **overrides})

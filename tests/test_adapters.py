@@ -23,7 +23,7 @@ from transformers import (
 
 import hf_prunable_ctc.adapters.prunable_stock as prunable_stock
 from hf_prunable_ctc.adapters import SUPPORTED_CLASSES, make_prunable
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 TOKENIZER = make_tokenizer()
 VOCAB = len(TOKENIZER)

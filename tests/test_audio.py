@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from hf_prunable_ctc.audio import AudioDecodingError, load_audio, resample
+from hf_prunable_ctc.data.audio import AudioDecodingError, load_audio, resample
 
 
 def _sine(num_samples: int, sampling_rate: int, frequency: float = 440.0, channels: int = 1) -> np.ndarray:

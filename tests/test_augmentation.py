@@ -1,4 +1,4 @@
-"""hf_prunable_ctc/augmentation.py: each part changes the waveform as documented, the chain is seeded and
+"""hf_prunable_ctc/data/augmentation.py: each part changes the waveform as documented, the chain is seeded and
 worker-safe, and short, empty or silent clips come back as finite float32."""
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_prunable_ctc import augmentation as aug
-from hf_prunable_ctc.augmentation import AugmentationConfig, WaveformAugmentation
+from hf_prunable_ctc.data import augmentation as aug
+from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
 
 SR = 16000
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,10 @@ from transformers import AutoProcessor, pipeline
 from conftest import tiny_model
 from hf_prunable_ctc import PrunableCTCForCTC
 from hf_prunable_ctc.cli import main
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 from hf_prunable_ctc.hub import save_pruned
-from hf_prunable_ctc.publish import publish
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.hub.publish import publish
 
 CARD = dict(model_name="toy-8", dataset_name="Toy", dataset_type="toy", training_command="python train.py",
             summary="A toy with 4 layers.", results_note="The full model has 4 layers.")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.features import make_feature_extractor
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import make_feature_extractor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 
 @pytest.fixture(scope="module")

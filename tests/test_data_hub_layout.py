@@ -47,7 +47,7 @@ def hub_folder(tmp_path_factory):
 def test_hub_layout_loads_through_load_dataset_with_the_audio_feature(hub_folder):
     from datasets import Audio, load_dataset
 
-    from hf_prunable_ctc.speech_data import available_splits, load_split
+    from hf_prunable_ctc.data.speech_data import available_splits, load_split
 
     assert isinstance(load_dataset(str(hub_folder), split="train").features["audio"], Audio)
     assert sorted(available_splits(str(hub_folder))) == ["train", "validation"]

@@ -14,12 +14,12 @@ import pytest
 import soundfile as sf
 import torch
 
-import hf_prunable_ctc.collator as collator_module
-import hf_prunable_ctc.speech_data as speech_data
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.features import make_feature_extractor, num_feature_frames
-from hf_prunable_ctc.speech_data import audio_num_samples, load_split, prepare_split
-from hf_prunable_ctc.vocabulary import make_tokenizer
+import hf_prunable_ctc.data.collator as collator_module
+import hf_prunable_ctc.data.speech_data as speech_data
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import make_feature_extractor, num_feature_frames
+from hf_prunable_ctc.data.speech_data import audio_num_samples, load_split, prepare_split
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 RATE = 16000
 
@@ -120,7 +120,7 @@ def test_waveform_transform_applies_to_training_batches_only(tmp_path):
     from transformers import TrainingArguments
 
     from conftest import tiny_model
-    from hf_prunable_ctc.trainer import PerDepthCTCTrainer
+    from hf_prunable_ctc.training.trainer import PerDepthCTCTrainer
 
     seen = []
 
@@ -158,7 +158,7 @@ def test_group_by_length_sorts_by_header_lengths_without_decoding(tmp_path, deco
     from transformers import TrainingArguments
 
     from conftest import tiny_model
-    from hf_prunable_ctc.trainer import PerDepthCTCTrainer
+    from hf_prunable_ctc.training.trainer import PerDepthCTCTrainer
 
     rows = [(f"{i}.wav", "HI", speech(0.5 + 0.25 * i, i)) for i in range(6)]
     root = write_split(tmp_path, "train", rows)

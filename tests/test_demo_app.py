@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_prunable_ctc.audio import AudioDecodingError, load_audio
+from hf_prunable_ctc.data.audio import AudioDecodingError, load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "demo" / "app.py"

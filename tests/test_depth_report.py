@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import padded_batch, tiny_model
-from hf_prunable_ctc.depth_report import build_depth_report, measure_rtf, svcca_of_layers, write_depth_report
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
+from hf_prunable_ctc.evaluation.depth_report import build_depth_report, measure_rtf, svcca_of_layers, write_depth_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))

@@ -15,8 +15,8 @@ from transformers import AutoFeatureExtractor, AutoProcessor, Speech2TextFeature
 
 from conftest import tiny_model
 from hf_prunable_ctc import PrunableCTCFeatureExtractor
-from hf_prunable_ctc.features import make_feature_extractor, num_feature_frames, save_processor
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.features import make_feature_extractor, num_feature_frames, save_processor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 
 def _noise(num_samples: int, seed: int = 0, scale: float = 0.1) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer, Speech2TextFeatureExtractor
 
 from hf_prunable_ctc import PrunableCTCFeatureExtractor
-from hf_prunable_ctc.features import (
+from hf_prunable_ctc.data.features import (
     HOP_LENGTH,
     WIN_LENGTH,
     extract_features,
@@ -16,7 +16,7 @@ from hf_prunable_ctc.features import (
     num_feature_frames,
     save_processor,
 )
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 
 def _noise(num_samples: int, seed: int = 0) -> np.ndarray:

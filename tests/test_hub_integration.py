@@ -13,8 +13,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCTC, pipeline
 
 from conftest import tiny_model
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC, PrunableCTCModel
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 
 @pytest.fixture(scope="module")

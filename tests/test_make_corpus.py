@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from hf_prunable_ctc.text import ALPHABET
+from hf_prunable_ctc.data.text import ALPHABET
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "data" / "demo"
@@ -102,7 +102,7 @@ def test_plan_sizes_from_hours_and_reuse_of_sentences():
 def test_opus_files_are_planned_written_and_decoded(tmp_path):
     import numpy as np
 
-    from hf_prunable_ctc.audio import load_audio
+    from hf_prunable_ctc.data.audio import load_audio
 
     voices = [_voice(f"espeak-ng:en-us+f{i}") for i in range(1, 6)]
     plan = mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=6, audio_format="opus")

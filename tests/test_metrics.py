@@ -5,14 +5,14 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from hf_prunable_ctc.metrics import (
+from hf_prunable_ctc.data.vocabulary import DEFAULT_VOCABULARY, make_tokenizer
+from hf_prunable_ctc.evaluation.metrics import (
     argmax_logits,
     character_error_rate,
     compute_ctc_metrics,
     make_compute_metrics,
     word_error_rate,
 )
-from hf_prunable_ctc.vocabulary import DEFAULT_VOCABULARY, make_tokenizer
 
 
 def test_known_word_error_rates():
@@ -89,7 +89,7 @@ def test_trainer_hooks_argmax_then_metrics():
 
 def test_local_evaluate_modules_load_offline():
     evaluate = pytest.importorskip("evaluate")
-    from hf_prunable_ctc.evaluate_metrics import metric_path
+    from hf_prunable_ctc.evaluation.evaluate_metrics import metric_path
 
     wer = evaluate.load(metric_path("wer"))
     cer = evaluate.load(metric_path("cer"))

@@ -10,10 +10,10 @@ import pytest
 from huggingface_hub import ModelCard
 
 from conftest import tiny_model
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.model_card import build_model_card
-from hf_prunable_ctc.publish import publish
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
+from hf_prunable_ctc.hub.model_card import build_model_card
+from hf_prunable_ctc.hub.publish import publish
 
 CARD = dict(model_name="prunable-ctc-toy", dataset_name="Toy synthetic speech", dataset_type="toy-synthetic",
             training_command="python training/train.py toy.json", summary="A toy.",
@@ -116,7 +116,7 @@ def test_card_template_is_package_data():
     from pathlib import Path
 
     import hf_prunable_ctc
-    from hf_prunable_ctc.model_card import TEMPLATE
+    from hf_prunable_ctc.hub.model_card import TEMPLATE
 
     package = Path(hf_prunable_ctc.__file__).parent
     assert Path(str(TEMPLATE)).resolve().parent.parent == package.resolve()

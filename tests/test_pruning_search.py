@@ -5,7 +5,7 @@ import torch
 
 from conftest import padded_batch, tiny_model
 from hf_prunable_ctc import PRUNING_STRATEGIES, PrunableCTCForCTC
-from hf_prunable_ctc.pruning_search import store_schedule, take_utterances
+from hf_prunable_ctc.evaluation.pruning_search import store_schedule, take_utterances
 
 
 def make_identity(layer):
@@ -63,7 +63,7 @@ def test_greedy_removes_the_identity_layer_first(identity_layer):
 
 
 def test_greedy_by_wer_and_budget():
-    from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
+    from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
 
     tokenizer = make_tokenizer(build_vocabulary(["ABCDEFGH"]))  # 11 tokens
     model, batches = fitted_toy(1, vocab_size=len(tokenizer), steps=150)

@@ -7,7 +7,7 @@ import pytest
 from conftest import save_model_folder
 from hf_prunable_ctc.cli import main
 from hf_prunable_ctc.hub.output_folder import MARKER, OutputFolderError
-from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.hub.publish import publish
 
 CARD = dict(model_name="toy", dataset_name="Toy", dataset_type="toy", training_command="python train.py")
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from conftest import save_model_folder
-from hf_prunable_ctc.publish import publish
+from hf_prunable_ctc.hub.publish import publish
 
 
 def test_published_folder_loads_without_remote_code(tmp_path, monkeypatch):

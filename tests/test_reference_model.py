@@ -7,10 +7,10 @@ from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, pipeline
 
 from hf_prunable_ctc import PrunableCTCForCTC
-from hf_prunable_ctc.audio import load_audio
-from hf_prunable_ctc.depth_evaluation import subnetwork_error_rates
-from hf_prunable_ctc.metrics import character_error_rate
-from hf_prunable_ctc.speech_data import collated_batches, load_prepared_split
+from hf_prunable_ctc.data.audio import load_audio
+from hf_prunable_ctc.data.speech_data import collated_batches, load_prepared_split
+from hf_prunable_ctc.evaluation.depth_evaluation import subnetwork_error_rates
+from hf_prunable_ctc.evaluation.metrics import character_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"

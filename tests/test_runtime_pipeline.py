@@ -10,7 +10,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer, pipeline
 
 from hf_prunable_ctc import PrunableCTCForCTC
-from hf_prunable_ctc.audio import load_audio
+from hf_prunable_ctc.data.audio import load_audio
 from hf_prunable_ctc.runtime.asr_pipeline import PrunableASRPipeline, prunable_asr_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hf_prunable_ctc import svcca
-from hf_prunable_ctc.svcca import collect_layer_outputs, layer_similarity_profile, svcca_matrix, svcca_similarity
+from hf_prunable_ctc.evaluation import svcca
+from hf_prunable_ctc.evaluation.svcca import (collect_layer_outputs, layer_similarity_profile, svcca_matrix,
+                                              svcca_similarity)
 
 
 def random_rep(frames=3000, dims=16, seed=0):

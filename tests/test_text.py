@@ -1,6 +1,6 @@
 import pytest
 
-from hf_prunable_ctc.text import (
+from hf_prunable_ctc.data.text import (
     ALPHABET,
     DEFAULT_CHARS_TO_IGNORE,
     clean_sentence,
@@ -11,7 +11,7 @@ from hf_prunable_ctc.text import (
 
 
 def test_alphabet_is_the_default_vocabulary():
-    from hf_prunable_ctc.vocabulary import DEFAULT_VOCABULARY, build_vocabulary
+    from hf_prunable_ctc.data.vocabulary import DEFAULT_VOCABULARY, build_vocabulary
 
     assert ALPHABET == "ABCDEFGHIJKLMNOPQRSTUVWXYZ' "
     assert build_vocabulary([ALPHABET]) == DEFAULT_VOCABULARY

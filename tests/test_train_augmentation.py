@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hf_prunable_ctc.augmentation import AugmentationConfig, WaveformAugmentation
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.features import make_feature_extractor, num_feature_frames
-from hf_prunable_ctc.speech_data import load_split, prepare_split, training_texts
-from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import make_feature_extractor, num_feature_frames
+from hf_prunable_ctc.data.speech_data import load_split, prepare_split, training_texts
+from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
@@ -130,7 +130,7 @@ def test_evaluation_batches_never_go_through_the_augmentation(tmp_path):
     from transformers import TrainingArguments
 
     from conftest import tiny_model
-    from hf_prunable_ctc.trainer import PerDepthCTCTrainer
+    from hf_prunable_ctc.training.trainer import PerDepthCTCTrainer
 
     prepared, extractor, tokenizer = demo_waveforms(rows=4)
 

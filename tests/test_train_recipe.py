@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "training"))
 
 import evaluate_depths  # noqa: E402  (training/evaluate_depths.py)
 import train  # noqa: E402  (training/train.py)
-from hf_prunable_ctc.trainer import recipe_arguments  # noqa: E402
+from hf_prunable_ctc.training.trainer import recipe_arguments  # noqa: E402
 
 
 def test_recipe_flags_override_the_file(tmp_path):
@@ -60,8 +60,8 @@ def test_recipe_arguments_types_and_errors(tmp_path):
 def model_and_test_only_corpus(tmp_path_factory):
     """A tiny saved model and an audiofolder corpus with a test split only (6 demo utterances)."""
     from conftest import tiny_model
-    from hf_prunable_ctc.features import make_feature_extractor, save_processor
-    from hf_prunable_ctc.vocabulary import make_tokenizer
+    from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+    from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
     root = tmp_path_factory.mktemp("evaluate")
     tokenizer = make_tokenizer()

@@ -15,7 +15,8 @@ DEMO = ROOT / "data" / "demo"
 sys.path.insert(0, str(ROOT / "training"))
 
 import train  # noqa: E402  (training/train.py)
-from hf_prunable_ctc.trainer import PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint  # noqa: E402
+from hf_prunable_ctc.training.trainer import (  # noqa: E402
+    PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint)
 
 # Dropout, stochastic depth and SpecAugment on: the resumed run must also restore the random state.
 TINY_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

@@ -14,12 +14,12 @@ from datasets import Dataset
 from transformers import TrainingArguments
 
 from conftest import padded_batch, tiny_model
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.depth_evaluation import per_depth_greedy_ids, subnetwork_error_rates
-from hf_prunable_ctc.features import make_feature_extractor
-from hf_prunable_ctc.pruning_search import greedy_schedule, subnetwork_score
-from hf_prunable_ctc.trainer import PerDepthCTCTrainer
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import make_feature_extractor
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
+from hf_prunable_ctc.evaluation.depth_evaluation import per_depth_greedy_ids, subnetwork_error_rates
+from hf_prunable_ctc.evaluation.pruning_search import greedy_schedule, subnetwork_score
+from hf_prunable_ctc.training.trainer import PerDepthCTCTrainer
 
 TOKENIZER = make_tokenizer()
 
@@ -56,7 +56,7 @@ def test_prepare_split_keeps_an_utterance_with_more_labels_than_frames(tmp_path)
     """Issue 13 (Training): such an utterance is counted (kept, and scored in evaluation), not dropped."""
     import soundfile as sf
 
-    from hf_prunable_ctc.speech_data import prepare_split
+    from hf_prunable_ctc.data.speech_data import prepare_split
 
     sf.write(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32), 16000)
     raw = Dataset.from_dict({"audio": [str(tmp_path / "a.wav")], "transcription": ["A VERY LONG TRANSCRIPT"]})

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hf_prunable_ctc.features import make_feature_extractor
-from hf_prunable_ctc.speech_data import load_split, prepare_split
-from hf_prunable_ctc.vocabulary import make_tokenizer
+from hf_prunable_ctc.data.features import make_feature_extractor
+from hf_prunable_ctc.data.speech_data import load_split, prepare_split
+from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

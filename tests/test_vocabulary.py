@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 from transformers import AutoTokenizer, Wav2Vec2CTCTokenizer
 
-from hf_prunable_ctc.vocabulary import DEFAULT_VOCABULARY, build_vocabulary, count_out_of_vocabulary, make_tokenizer
+from hf_prunable_ctc.data.vocabulary import (DEFAULT_VOCABULARY, build_vocabulary, count_out_of_vocabulary,
+                                             make_tokenizer)
 
 
 def test_build_vocabulary_convention():

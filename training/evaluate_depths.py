@@ -19,9 +19,9 @@ import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from hf_prunable_ctc import PrunableCTCForCTC
-from hf_prunable_ctc.depth_report import build_depth_report, svcca_of_layers, write_depth_report
-from hf_prunable_ctc.pruning_search import store_schedule
-from hf_prunable_ctc.speech_data import available_splits, collated_batches, load_prepared_split
+from hf_prunable_ctc.data.speech_data import available_splits, collated_batches, load_prepared_split
+from hf_prunable_ctc.evaluation.depth_report import build_depth_report, svcca_of_layers, write_depth_report
+from hf_prunable_ctc.evaluation.pruning_search import store_schedule
 
 DATA_DRIVEN = ("greedy", "svcca")
 

@@ -41,9 +41,9 @@ from hf_prunable_ctc.adapters import make_prunable
 from hf_prunable_ctc.adapters.model_card import build_stock_model_card, depth_comparison_table
 from hf_prunable_ctc.adapters.speech_inputs import StockCTCCollator, prepare_audio_split
 from hf_prunable_ctc.adapters.trainer import StockPerDepthCTCTrainer
-from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
-from hf_prunable_ctc.speech_data import load_split, training_texts
-from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.data.speech_data import load_split, training_texts
+from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def push(training_args) -> None:
     """Upload the output folder (stock checkpoint, tokenizer, feature extractor, card) when a token is there."""
     from huggingface_hub import HfApi
 
-    from hf_prunable_ctc.publish import can_upload
+    from hf_prunable_ctc.hub.publish import can_upload
 
     repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
     if not can_upload(training_args.hub_token):

@@ -16,7 +16,7 @@ voice patterns) as a `test_unseen_engine` split, and `--unseen_text_sources` / `
 training speakers. A README.md in the output folder says which voices and texts went where.
 
 Text: fortunes, the King James Bible and WordNet's example sentences, cut at . ! ? ; : and kept only when
-`hf_prunable_ctc.text.clean_sentence` says that the reading is exactly the transcript (no digits, abbreviations,
+`hf_prunable_ctc.data.text.clean_sentence` says that the reading is exactly the transcript (no digits, abbreviations,
 acronyms or symbols).
 
 Output: ``<output_dir>/{train,validation,test}/metadata.csv`` (columns `METADATA_COLUMNS`; the held-out splits'
@@ -55,7 +55,7 @@ import soundfile
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-from hf_prunable_ctc.text import clean_sentence  # noqa: E402
+from hf_prunable_ctc.data.text import clean_sentence  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 # Optional splits that isolate one kind of novelty each: engines/voice families never heard in training, and text

@@ -22,15 +22,16 @@ from typing import List, Optional
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
-from hf_prunable_ctc.augmentation import AugmentationConfig, WaveformAugmentation
-from hf_prunable_ctc.collator import DataCollatorCTCWithPadding
-from hf_prunable_ctc.depth_evaluation import format_depth_table, write_per_depth_metrics
-from hf_prunable_ctc.features import make_feature_extractor, save_processor
-from hf_prunable_ctc.publish import outcome, publish
-from hf_prunable_ctc.speech_data import FEATURE_MODES, load_prepared_split, load_split, prepare_split, training_texts
-from hf_prunable_ctc.trainer import (PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint,
-                                     recipe_arguments)
-from hf_prunable_ctc.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
+from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
+from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.data.speech_data import (FEATURE_MODES, load_prepared_split, load_split, prepare_split,
+                                              training_texts)
+from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
+from hf_prunable_ctc.hub.publish import outcome, publish
+from hf_prunable_ctc.training.trainer import (PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint,
+                                              recipe_arguments)
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Training inputs for stock CTC models: raw audio + labels per row, the stock feature extractor per batch.
 
-Our own model trains on precomputed fbank rows (`speech_data.prepare_split`); stock models each bring their own
+Our own model trains on precomputed fbank rows (`data.speech_data.prepare_split`); stock models each bring their own
 feature extractor (`Wav2Vec2FeatureExtractor`: normalised waveform `input_values`; `ParakeetFeatureExtractor`:
 log-mel `input_features`). Keeping the waveform in the dataset and calling that extractor in the collator gives
 the model exactly what the ASR pipeline will give it, whatever the family.
@@ -13,11 +13,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio import AudioDecodingError, load_audio
-from ..collator import LABEL_PAD_ID
-from ..speech_data import PreparationReport
-from ..text import normalize_transcript
-from ..vocabulary import count_out_of_vocabulary
+from ..data.audio import AudioDecodingError, load_audio
+from ..data.collator import LABEL_PAD_ID
+from ..data.speech_data import PreparationReport
+from ..data.text import normalize_transcript
+from ..data.vocabulary import count_out_of_vocabulary
 
 
 def prepare_audio_split(dataset, tokenizer, sampling_rate: int, audio_column: str = "audio",

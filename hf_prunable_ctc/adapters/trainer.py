@@ -10,8 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from transformers import Trainer
 
-from ..depth_evaluation import check_eval_depths
-from ..trainer import PerDepthCTCTrainer
+from ..evaluation.depth_evaluation import check_eval_depths
+from ..training.trainer import PerDepthCTCTrainer
 from .prunable_stock import PrunableStockCTC
 
 

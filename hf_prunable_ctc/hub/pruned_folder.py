@@ -20,8 +20,8 @@ def save_pruned(model, processor, folder: str, source: Optional[str] = None, str
     `folder` must be new, empty or written by this package before (`OutputFolderError` otherwise).
     Returns the files written, relative to `folder`.
     """
-    from ..model_card import basic_pruned_card, build_model_card
-    from ..publish import copy_companion_files
+    from .model_card import basic_pruned_card, build_model_card
+    from .publish import copy_companion_files
 
     if processor is None and source is None:
         raise ValueError("save_pruned needs the processor (AutoProcessor.from_pretrained(<source>)) or the source "

@@ -11,7 +11,7 @@ import os
 import shutil
 from typing import List, Optional, Sequence
 
-from .hub.output_folder import MARKER, write_output_folder
+from .output_folder import MARKER, write_output_folder
 
 # The tokenizer and feature extractor: a folder without them cannot be used by the pipeline or `transcribe`.
 PROCESSOR_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -38,7 +38,7 @@ def remap_schedules(schedules: dict, source_layers: Sequence[int], kept_layers: 
     `source_layers` and `kept_layers` are the `config.kept_layers` of the source and of the pruned copy (original
     layer numbers). Entries that need a layer the copy no longer has are dropped, and so are strategies left empty.
     """
-    from .pruning import remap_schedule
+    from ..pruning import remap_schedule
 
     here = {original: i for i, original in enumerate(source_layers, start=1)}
     keep = [here[original] for original in kept_layers]
@@ -55,7 +55,7 @@ def copy_companion_files(model_dir: str, target_dir: str) -> None:
     `pruning_schedules.json`; for a pruned copy (fewer layers in `target_dir`), only the schedules, remapped to
     its layers.
     """
-    from .configuration_prunable_ctc import PrunableCTCConfig
+    from ..configuration_prunable_ctc import PrunableCTCConfig
 
     source = PrunableCTCConfig.from_pretrained(model_dir)
     target = PrunableCTCConfig.from_pretrained(target_dir)
@@ -91,8 +91,8 @@ def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth:
     written. The folder is built next to `output_dir` and moved into place, so an interrupted run leaves no half
     folder.
     """
+    from ..modeling_prunable_ctc import PrunableCTCForCTC
     from .model_card import build_model_card
-    from .modeling_prunable_ctc import PrunableCTCForCTC
 
     check_model_folder(model_dir)
 

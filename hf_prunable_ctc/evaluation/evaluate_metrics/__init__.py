@@ -2,7 +2,8 @@
 
 `evaluate.load("wer")` downloads the Hub's script each time it is not cached, which fails offline; evaluate 0.4.6
 loads a local ``<name>.py`` by path instead (it copies the file into its modules cache and imports it). The modules
-delegate to `hf_prunable_ctc.metrics`, so both give the same numbers; the package must be importable where they run.
+delegate to `hf_prunable_ctc.evaluation.metrics`, so both give the same numbers; the package must be importable
+where they run.
 """
 
 from __future__ import annotations

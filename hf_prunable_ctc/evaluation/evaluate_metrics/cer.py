@@ -1,13 +1,13 @@
 """Character error rate as a local `evaluate` module: ``evaluate.load(".../evaluate_metrics/cer.py")``.
 
 Same interface as the Hub's "cer" (``compute(predictions=[...], references=[...])`` -> float, a fraction), computed
-offline by `hf_prunable_ctc.metrics.character_error_rate` (corpus-level, jiwer).
+offline by `hf_prunable_ctc.evaluation.metrics.character_error_rate` (corpus-level, jiwer).
 """
 
 import evaluate
 
-from hf_prunable_ctc.evaluate_metrics import error_rate_info
-from hf_prunable_ctc.metrics import character_error_rate
+from hf_prunable_ctc.evaluation.evaluate_metrics import error_rate_info
+from hf_prunable_ctc.evaluation.metrics import character_error_rate
 
 
 class CER(evaluate.Metric):

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_prunable_ctc import PrunableCTCConfig
-from .pruning import default_schedule
+from ..configuration_prunable_ctc import PrunableCTCConfig
+from ..pruning import default_schedule
 
 # Package data, so that cards can be written from a regular (non-editable) install too.
 TEMPLATE = resources.files("hf_prunable_ctc") / "templates" / "model_card.md"
@@ -163,7 +163,7 @@ def basic_pruned_card(model_dir: str, source_dir: str, name: str, source_name: O
     States what the model is (its layers and parameters per depth, where it came from, not fine-tuned) and, when
     the source folder has per-depth results, the WER/CER it measured for this model's layers.
     """
-    from .modeling_prunable_ctc import PrunableCTCForCTC
+    from ..modeling_prunable_ctc import PrunableCTCForCTC
 
     config = PrunableCTCConfig.from_pretrained(model_dir)
     measured = PrunableCTCConfig.from_pretrained(source_dir)

@@ -9,9 +9,9 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
 
+from ..modeling_prunable_ctc import ctc_loss
+from ..pruning import PruningSchedule, register_pruning_strategy
 from .depth_evaluation import batch_to_device, model_device, subnetwork_error_rates
-from .modeling_prunable_ctc import ctc_loss
-from .pruning import PruningSchedule, register_pruning_strategy
 from .svcca import collect_layer_outputs, svcca_similarity
 
 Batch = Mapping[str, torch.Tensor]

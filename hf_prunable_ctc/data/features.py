@@ -25,7 +25,7 @@ import os
 import numpy as np
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
-from .feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
+from ..feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
 
 SAMPLING_RATE = 16000
 HOP_LENGTH = 160  # samples between frames (10 ms at 16 kHz); hard-coded in Speech2TextFeatureExtractor

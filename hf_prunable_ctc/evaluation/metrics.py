@@ -1,8 +1,8 @@
 """Word and character error rates computed offline with jiwer, and CTC decoding for the `Trainer`.
 
 The Hub's `evaluate` "wer"/"cer" modules are thin wrappers over jiwer, but `evaluate.load("wer")` downloads them;
-these functions compute the same corpus-level rates locally (and `hf_prunable_ctc/evaluate_metrics/` wraps them as
-local `evaluate` modules).
+these functions compute the same corpus-level rates locally (and `hf_prunable_ctc/evaluation/evaluate_metrics/`
+wraps them as local `evaluate` modules).
 
 Rates are corpus-level fractions: total edits (substitutions + deletions + insertions) over total reference
 words/characters, so 0.25 means 25% and a rate can exceed 1.0 when the model inserts a lot. Texts are compared as

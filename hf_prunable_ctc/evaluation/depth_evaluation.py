@@ -13,8 +13,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 
+from ..modeling_prunable_ctc import PrunableCTCForCTC
 from .metrics import compute_ctc_metrics
-from .modeling_prunable_ctc import PrunableCTCForCTC
 
 
 def default_eval_depths(config) -> List[int]:

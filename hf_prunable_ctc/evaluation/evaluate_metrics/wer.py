@@ -1,13 +1,13 @@
 """Word error rate as a local `evaluate` module: ``evaluate.load(".../evaluate_metrics/wer.py")``.
 
 Same interface as the Hub's "wer" (``compute(predictions=[...], references=[...])`` -> float, a fraction), computed
-offline by `hf_prunable_ctc.metrics.word_error_rate` (corpus-level, jiwer).
+offline by `hf_prunable_ctc.evaluation.metrics.word_error_rate` (corpus-level, jiwer).
 """
 
 import evaluate
 
-from hf_prunable_ctc.evaluate_metrics import error_rate_info
-from hf_prunable_ctc.metrics import word_error_rate
+from hf_prunable_ctc.evaluation.evaluate_metrics import error_rate_info
+from hf_prunable_ctc.evaluation.metrics import word_error_rate
 
 
 class WER(evaluate.Metric):

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .depth_evaluation import check_eval_depths, default_eval_depths, per_depth_error_rates, per_depth_greedy_ids
+from ..evaluation.depth_evaluation import (check_eval_depths, default_eval_depths, per_depth_error_rates,
+                                           per_depth_greedy_ids)
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ room, then the recording):
 Long form (`concatenate_utterances`) works on several utterances at once, so it is not part of the per-waveform
 chain: `WaveformAugmentation.join_batch` concatenates a batch's utterances with pauses for a share of the batches.
 
-Cost: ``python -m hf_prunable_ctc.augmentation --config training/configs/augmentation/standard.json`` prints the
+Cost: ``python -m hf_prunable_ctc.data.augmentation --config training/configs/augmentation/standard.json`` prints the
 milliseconds per audio second of each part and of the chain (`benchmark`).
 """
 

@@ -1,0 +1,1 @@
+"""Evaluation: WER/CER (and local `evaluate` modules), per-depth evaluation and report, SVCCA, pruning search."""
