@@ -352,9 +352,9 @@ def subset_error_rates(backends: dict[str, Callable], limit: int | None = None) 
 
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    from hf_prunable_ctc.audio import load_audio
-    from hf_prunable_ctc.metrics import character_error_rate, word_error_rate
-    from hf_prunable_ctc.text import normalize_transcript
+    from hf_prunable_ctc.data.audio import load_audio
+    from hf_prunable_ctc.evaluation.metrics import character_error_rate, word_error_rate
+    from hf_prunable_ctc.data.text import normalize_transcript
 
     rows = list(csv.DictReader(open(TEST_SUBSET / "metadata.csv")))[:limit]
     extractor = AutoFeatureExtractor.from_pretrained(REFERENCE_MODEL)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_prunable_ctc.audio import load_audio
+from hf_prunable_ctc.data.audio import load_audio
 from hf_prunable_ctc.evaluation.conditions import (
     ConditionSettings,
     evaluate_conditions,
@@ -14,9 +14,9 @@ from hf_prunable_ctc.evaluation.conditions import (
     long_form_recordings,
     with_silence,
 )
-from hf_prunable_ctc.metrics import word_error_rate
+from hf_prunable_ctc.evaluation.metrics import word_error_rate
 from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
-from hf_prunable_ctc.text import normalize_transcript
+from hf_prunable_ctc.data.text import normalize_transcript
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"

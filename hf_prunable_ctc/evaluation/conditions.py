@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..metrics import character_error_rate, word_error_rate
+from .metrics import character_error_rate, word_error_rate
 
 CONDITIONS = ("clean", "silence", "long_form")
 
