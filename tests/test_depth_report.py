@@ -89,3 +89,25 @@ def test_evaluate_depths_script_on_the_demo_corpus(saved_model, tmp_path, capsys
     stored = json.loads((saved_model / "config.json").read_text())["pruning_schedule"]
     assert stored == schedules["greedy"]
     assert "| depth |" in capsys.readouterr().out
+
+
+def test_evaluate_depths_reports_listening_conditions_at_every_depth(saved_model, tmp_path, capsys):
+    out = tmp_path / "report"
+    evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                          "--split", "test", "--max_eval_samples", "4", "--strategies", "top", "--repeats", "1",
+                          "--rtf_utterances", "2", "--output_dir", str(out), "--conditions", "silence,long_form",
+                          "--long_form_seconds", "4", "--chunk_length_s", "3"])
+    result = json.loads((out / "conditions.json").read_text())
+    assert result["utterances"] == 4 and result["split"] == "test" and result["long_form_recordings"] >= 2
+    assert {(r["condition"], r["depth"]) for r in result["records"]} == {
+        (c, d) for c in ("clean", "silence", "long_form") for d in (1, 2, 3)}
+    assert result["settings"]["chunk_length_s"] == 3.0
+    assert "silence cost" in (out / "conditions.md").read_text()
+    assert "long_form WER" in capsys.readouterr().out
+
+
+def test_evaluate_depths_refuses_an_unknown_condition(saved_model, tmp_path):
+    with pytest.raises(SystemExit, match="unknown --conditions"):
+        evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                              "--strategies", "top", "--output_dir", str(tmp_path), "--conditions", "noisy_cafe"])
+    assert not (tmp_path / "depth_report.json").exists()

@@ -124,3 +124,17 @@ def test_card_template_is_package_data():
     pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["hf_prunable_ctc"]
     assert any(Path(str(TEMPLATE)).relative_to(package).match(p) for p in patterns)
+
+
+def test_card_shows_listening_conditions_when_measured(measured_model):
+    assert "Listening conditions" not in build_model_card(str(measured_model), **CARD).text
+    (measured_model / "conditions.json").write_text(json.dumps({
+        "settings": {"silence_seconds": 1.0, "noise_dbfs": -65.0, "long_form_seconds": 60.0, "chunk_length_s": 10.0,
+                     "pause_seconds": [0.3, 1.0]},
+        "utterances": 10, "split": "test", "long_form_recordings": 1, "long_form_minutes": 0.5,
+        "records": [{"condition": c, "depth": d, "wer": w + d, "cer": 1.0}
+                    for d in (4, 2) for c, w in (("clean", 10.0), ("silence", 13.0), ("long_form", 11.5))],
+        "cost": {"4": {"silence": 3.0, "long_form": 1.5}, "2": {"silence": 3.0, "long_form": 1.5}}}))
+    text = build_model_card(str(measured_model), **CARD).text
+    assert "### Listening conditions" in text and "10 utterances of the `test` split" in text
+    assert "| 4 | 14.0 (1.0) | 17.0 (1.0) | 15.5 (1.0) | +3.0 | +1.5 |" in text

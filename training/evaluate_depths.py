@@ -7,8 +7,10 @@
 Data-driven strategies (greedy, svcca) search on `--search_split` (never the split being reported, unless
 `--allow_search_on_test`) and the resulting schedules are written next to the report; when the dataset has no such
 split, only the data-free strategies (top, uniform) run. `--store_schedule greedy` also saves one into the model's
-config so `prune_to(k)` uses it by default. Splits are checked before anything is loaded; the model runs on
-`--device` for the search and the report alike.
+config so `prune_to(k)` uses it by default. `--conditions silence,long_form` also transcribes the split through the
+ASR pipeline with silence around each utterance and joined into minute-long recordings (chunked), at every depth,
+and writes `conditions.json`/`conditions.md` (which `publish` puts in the card). Splits are checked before anything
+is loaded; the model runs on `--device` for the search and the report alike.
 """
 
 import argparse
@@ -19,9 +21,13 @@ import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from hf_prunable_ctc import PrunableCTCForCTC
-from hf_prunable_ctc.data.speech_data import available_splits, collated_batches, load_prepared_split
+from hf_prunable_ctc.data.speech_data import available_splits, collated_batches, load_prepared_split, load_split
+from hf_prunable_ctc.evaluation.conditions import (CONDITIONS, ConditionSettings, evaluate_conditions,
+                                                   format_conditions_table, split_audio_and_references,
+                                                   write_conditions)
 from hf_prunable_ctc.evaluation.depth_report import build_depth_report, svcca_of_layers, write_depth_report
 from hf_prunable_ctc.evaluation.pruning_search import store_schedule
+from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
 
 DATA_DRIVEN = ("greedy", "svcca")
 
@@ -50,6 +56,14 @@ def parse_args(argv=None):
                         help="what greedy search minimises on --search_split: final CTC loss or greedy WER")
     parser.add_argument("--store_schedule", choices=DATA_DRIVEN + ("top", "uniform"),
                         help="save this strategy's schedule into the model's config (in --model)")
+    parser.add_argument("--conditions", default="",
+                        help="also transcribe --split through the ASR pipeline under these listening conditions "
+                             "(comma-separated: silence, long_form; see hf_prunable_ctc.evaluation.conditions) at "
+                             "every depth of the model's pruning schedule; writes conditions.json/.md")
+    parser.add_argument("--silence_seconds", type=float, default=1.0, help="silence condition: seconds before/after")
+    parser.add_argument("--long_form_seconds", type=float, default=60.0,
+                        help="long_form condition: length of the joined recordings in seconds")
+    parser.add_argument("--chunk_length_s", type=float, default=10.0, help="long_form condition: pipeline chunking")
     parser.add_argument("--output_dir", required=True)
     return parser.parse_args(argv)
 
@@ -95,6 +109,10 @@ def main(argv=None):
                                                    args.allow_search_on_test)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"evaluate_depths.py: error: {error}") from None
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise SystemExit(f"evaluate_depths.py: error: unknown --conditions {unknown}: choose from silence, long_form")
     if args.store_schedule and args.store_schedule not in strategies:
         raise SystemExit("evaluate_depths.py: error: "
                          f"--store_schedule {args.store_schedule}: that strategy does not run "
@@ -140,10 +158,30 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "depth_report.md")) as f:
         print(f.read())
 
+    if conditions:
+        write_condition_report(args, model, tokenizer, extractor, conditions)
+
     if args.store_schedule:
         store_schedule(model, schedules[args.store_schedule])
         model.to("cpu").save_pretrained(args.model)
         print(f"stored the {args.store_schedule} schedule in {args.model}/config.json")
+
+
+def write_condition_report(args, model, tokenizer, extractor, conditions):
+    """Transcribe --split under `conditions` (and as it is) at every scheduled depth; write conditions.json/.md."""
+    rows = load_split(args.dataset_name, args.split, args.dataset_config_name, args.data_dir, args.audio_column_name)
+    audios, references = split_audio_and_references(rows, args.audio_column_name, args.text_column_name,
+                                                     extractor.sampling_rate, args.max_eval_samples)
+    asr = prunable_asr_pipeline(model=model, tokenizer=tokenizer, feature_extractor=extractor, device=model.device)
+    settings = ConditionSettings(silence_seconds=args.silence_seconds, long_form_seconds=args.long_form_seconds,
+                                 chunk_length_s=args.chunk_length_s)
+    result = evaluate_conditions(asr, audios, references, depths=sorted(model.pruning_schedule(), reverse=True),
+                                 sampling_rate=extractor.sampling_rate, settings=settings,
+                                 conditions=["clean", *[c for c in conditions if c != "clean"]], batch_size=args.batch_size)
+    result.update(split=args.split, dataset=args.data_dir if args.dataset_name == "audiofolder" else args.dataset_name)
+    for path in write_conditions(result, args.output_dir):
+        print("wrote", path)
+    print(format_conditions_table(result))
 
 
 if __name__ == "__main__":

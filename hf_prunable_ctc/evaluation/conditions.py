@@ -15,6 +15,8 @@ zeros would test the log floor of the features instead of the model.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -167,3 +169,34 @@ def format_conditions_table(result: dict) -> str:
             cells.append(f"{cost:+.1f}" if cost is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def split_audio_and_references(dataset, audio_column: str, text_column: str, sampling_rate: int,
+                               max_samples: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Decoded audio (mono float32 at `sampling_rate`) and normalised references of a split from
+    `hf_prunable_ctc.data.speech_data.load_split`, in order, the first `max_samples` rows (all if None)."""
+    from ..data.audio import load_audio
+    from ..data.text import normalize_transcript
+
+    rows = dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
+    return ([load_audio(row[audio_column], sampling_rate) for row in rows],
+            [normalize_transcript(row[text_column]) for row in rows])
+
+
+def write_conditions(result: dict, output_dir: str) -> list[str]:
+    """Write `conditions.json` and `conditions.md` (the table of `format_conditions_table`) into `output_dir`."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path, md_path = os.path.join(output_dir, "conditions.json"), os.path.join(output_dir, "conditions.md")
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=2)
+    settings = result["settings"]
+    where = f" of `{result['split']}`" if result.get("split") else ""
+    with open(md_path, "w") as f:
+        f.write(f"# Listening conditions\n\n{result['utterances']} utterances{where}; `silence`: "
+                f"{settings['silence_seconds']:g} s of noise at {settings['noise_dbfs']:g} dBFS before and after each; "
+                f"`long_form`: {result['long_form_recordings']} recordings of about "
+                f"{settings['long_form_seconds']:g} s ({result['long_form_minutes']:.1f} min in all) with pauses of "
+                f"{settings['pause_seconds'][0]:g}-{settings['pause_seconds'][1]:g} s, through the pipeline with "
+                f"`chunk_length_s={settings['chunk_length_s']:g}`. Greedy CTC, the model's pruning schedule.\n\n"
+                + format_conditions_table(result) + "\n")
+    return [json_path, md_path]

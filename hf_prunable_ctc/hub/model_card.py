@@ -136,6 +136,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         tags=TAGS, license=license, language=["en"], datasets=datasets, metrics=["wer", "cer"],
         eval_results=eval_results(results["rows"], dataset_name, dataset_type, results["split"]),
     )
+    conditions_note, conditions_table = ("", "") if pruned else conditions_section(results_dir)
     plots = [] if pruned else [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
                                if os.path.exists(os.path.join(results_dir, name))]
     return ModelCard.from_template(
@@ -147,12 +148,33 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         results_note=results_note or f"Greedy CTC decoding, no language model, on the `{results['split']}` split "
                                      f"of {dataset_name}.",
         depth_table=depth_table(results["rows"], results["hardware"]),
+        conditions_note=conditions_note, conditions_table=conditions_table,
         plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
         repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule
                                                        else "none, so the first k layers"),
         example_depth=max(1, config.num_hidden_layers // 2),
         training=training, training_command=training_command, limitations=limitations,
     )
+
+
+def conditions_section(results_dir: str) -> tuple:
+    """``(note, table)`` from `conditions.json` (``evaluate_depths.py --conditions``) in `results_dir`, or
+    ``("", "")`` when it has none: the same utterances with silence around them and joined into long recordings."""
+    from ..evaluation.conditions import format_conditions_table
+
+    path = os.path.join(results_dir, "conditions.json")
+    if not os.path.isfile(path):
+        return "", ""
+    with open(path) as f:
+        result = json.load(f)
+    settings = result["settings"]
+    note = (f"The same model through `pipeline(\"automatic-speech-recognition\")` on {result['utterances']} utterances"
+            f"{' of the `' + result['split'] + '` split' if result.get('split') else ''}: as they are (`clean`), with "
+            f"{settings['silence_seconds']:g} s of quiet noise ({settings['noise_dbfs']:g} dBFS) before and after each "
+            f"(`silence`), and joined with pauses into recordings of about {settings['long_form_seconds']:g} s "
+            f"transcribed with `chunk_length_s={settings['chunk_length_s']:g}` (`long_form`). The last columns are "
+            "the WER points each condition adds.")
+    return note, format_conditions_table(result)
 
 
 def basic_pruned_card(model_dir: str, source_dir: str, name: str, source_name: Optional[str] = None,
