@@ -67,6 +67,10 @@ def test_stereo_file_and_arrays_downmix_to_mono(tmp_path):
     np.testing.assert_allclose(load_audio({"array": stereo.T, "sampling_rate": 16000}), left / 2, atol=1e-6)
     pcm = (stereo * 32767).astype(np.int16)
     np.testing.assert_allclose(load_audio({"raw": pcm, "sampling_rate": 16000}), left / 2, atol=1e-3)
+    # 8-bit PCM is unsigned, centred on 128: the same signal, not a DC offset of +1.
+    unsigned = np.round(left * 127 + 128).astype(np.uint8)
+    np.testing.assert_allclose(load_audio({"raw": unsigned, "sampling_rate": 16000}), left, atol=1e-2)
+    assert load_audio({"raw": np.full(400, 128, dtype=np.uint8), "sampling_rate": 16000}).max() == 0.0
 
 
 def test_unreadable_and_empty_audio_raise_audio_decoding_error(tmp_path):

@@ -133,7 +133,11 @@ def _read_with_soundfile(file: str | os.PathLike | io.BytesIO, name: str) -> tup
 
 def _array_to_mono(array: Any) -> np.ndarray:
     samples = np.asarray(array)
-    if np.issubdtype(samples.dtype, np.integer):
+    if np.issubdtype(samples.dtype, np.unsignedinteger):
+        # Unsigned PCM (8-bit WAV) is offset binary: silence is the middle code (128), not 0.
+        middle = (float(np.iinfo(samples.dtype).max) + 1.0) / 2.0
+        samples = (samples.astype(np.float64) - middle) / middle
+    elif np.issubdtype(samples.dtype, np.integer):
         # integer PCM (e.g. int16 from a WAV read elsewhere): the feature extractor expects [-1, 1] floats.
         samples = samples / float(np.iinfo(samples.dtype).max + 1)
     samples = samples.astype(np.float32, copy=False)
