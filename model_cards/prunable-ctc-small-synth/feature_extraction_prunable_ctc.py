@@ -110,12 +110,18 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         frames = waveform.unfold(0, WIN_LENGTH, HOP_LENGTH)  # (frames, WIN_LENGTH), a view
         if self.dither != 0.0:
             frames = frames + self.dither * torch.randn_like(frames)
-        frames = frames - frames.mean(dim=1, keepdim=True)  # Kaldi's remove_dc_offset, per frame
-        # Kaldi pre-emphasis inside each frame: x[0] *= (1 - a), x[n] -= a * x[n - 1].
-        frames = torch.cat([frames[:, :1] * (1 - PREEMPHASIS), frames[:, 1:] - PREEMPHASIS * frames[:, :-1]], dim=1)
-        spectrum = torch.fft.rfft(frames * self.window, n=FFT_LENGTH)  # (frames, FFT_LENGTH // 2 + 1)
-        power = spectrum.real.square() + spectrum.imag.square()
-        return torch.log(torch.clamp(power @ self.mel_filters, min=MEL_FLOOR))
+        # Kaldi's per-frame steps, written into one zero-padded FFT buffer with as few intermediate tensors as
+        # possible (allocating them cost as much as the FFT itself): remove the frame's mean (remove_dc_offset),
+        # pre-emphasise (x[0] *= 1 - a, x[n] -= a * x[n-1]), window.
+        frames = frames - frames.mean(dim=1, keepdim=True)
+        padded = frames.new_zeros((frames.shape[0], FFT_LENGTH))
+        body = padded[:, :WIN_LENGTH]
+        torch.sub(frames[:, 1:], frames[:, :-1], alpha=PREEMPHASIS, out=body[:, 1:])
+        torch.mul(frames[:, :1], 1 - PREEMPHASIS, out=body[:, :1])
+        body.mul_(self.window)
+        spectrum = torch.fft.rfft(padded)  # (frames, FFT_LENGTH // 2 + 1)
+        power = spectrum.real.square().add_(spectrum.imag.square())
+        return torch.matmul(power, self.mel_filters).clamp_(min=MEL_FLOOR).log_()
 
     def normalize_utterance(self, features: torch.Tensor) -> torch.Tensor:
         """Utterance CMVN of ``(frames, bins)`` features over all their frames, as the stock `utterance_cmvn`;
