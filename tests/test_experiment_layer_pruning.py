@@ -19,7 +19,8 @@ SCRIPT = ROOT / "training" / "experiments" / "layer_pruning.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import layer_pruning  # noqa: E402  (training/experiments/layer_pruning.py)
-from layer_pruning_report import claim_table, relative  # noqa: E402
+import layer_pruning_bootstrap  # noqa: E402
+from layer_pruning_report import bootstrap_table, claim_table, relative  # noqa: E402
 
 QUICK_RECIPE = json.loads((SCRIPT.parent / "layer_pruning_quick.json").read_text())
 PRUNED = ["A_baseline", "B_interctc", "C_stochastic_depth", "D_interctc_sd"]
@@ -143,6 +144,17 @@ def test_claim_table_states_d_against_e_as_relative_wer_difference():
     assert relative(30.0, 0.0) == "n/a"
 
 
+def test_bootstrap_table_states_each_difference_with_its_interval():
+    comparison = {"split": "test", "depth": 4, "a": {"model": "D_interctc_sd", "strategy": "top"},
+                  "b": {"model": "E_dedicated"}, "wer_a": 33.0, "wer_b": 30.0, "difference": 3.0,
+                  "difference_ci": [-1.5, 7.25], "relative": 10.0, "relative_ci": [-5.0, 26.0], "share_a_better": 0.1,
+                  "utterances": 42, "confidence": 0.95}
+    lines = bootstrap_table({"resamples": 10000, "comparisons": [comparison]}, "test")
+    assert "42 utterances" in lines[0] and "10,000 resamples" in lines[0] and "95% intervals" in lines[0]
+    assert lines[4] == "| 4 | D interCTC + SD (top) | 33.0 | 30.0 | +3.0 (-1.5 to +7.2) | +10% (-5% to +26%) | 0.10 |"
+    assert bootstrap_table({"resamples": 10, "comparisons": [comparison]}, "test_unseen_text") == []
+
+
 # ------------------------------------------------------------------------------------------------ slow: --quick
 
 
@@ -198,6 +210,27 @@ def test_rerun_skips_finished_stages(quick_run):
     assert stdout.count("finished earlier, skipped") == 6
     assert {p: p.stat().st_mtime_ns for p in stage_files} == before
     assert seconds < 60 and seconds < first_seconds / 4
+
+
+@pytest.mark.slow
+def test_bootstrap_gives_intervals_for_every_dedicated_depth_and_the_readme_shows_them(quick_run):
+    root, _, _ = quick_run
+    out = layer_pruning_bootstrap.main(["--output_dir", str(root / "results"), "--runs_dir", str(root / "runs"),
+                                        "--resamples", "200"])
+    compared = {(c["depth"], c["a"]["model"], c["a"]["strategy"]) for c in out["comparisons"]}
+    for depth in QUICK_RECIPE["dedicated_depths"]:
+        assert (depth, "D_interctc_sd", "top") in compared and (depth, "A_baseline", "top") in compared
+    results = json.loads((root / "results" / "results.json").read_text())
+    for c in out["comparisons"]:
+        # The recomputed WERs are the stages' records (the script also refuses to go on otherwise).
+        recorded = [r["wer"] for r in results["records"] if r["model"] == c["a"]["model"] and
+                    r["depth"] == c["depth"] and r["strategy"] == c["a"]["strategy"] and r["split"] == c["split"]]
+        assert abs(recorded[0] - c["wer_a"]) < 0.05
+        low, high = c["difference_ci"]
+        assert low <= c["difference"] <= high and c["utterances"] == QUICK_RECIPE["data"]["max_eval_samples"]
+    assert json.loads((root / "results" / "paired_bootstrap.json").read_text()) == out
+    run_quick(root / "results", root / "runs", "--rebuild_only")
+    assert "Uncertainty on `test`" in (root / "results" / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ Reads `<output_dir>/stages/*.json` (one file per finished stage, written by laye
   record {"model", "trained_depth", "depth", "strategy", "split", "wer", "cer", "params", ...}, WER/CER in percent;
 - `README.md`: the claim at the dedicated depths (D pruned vs E trained there, relative WER difference), WER per
   depth for every pruned model and strategy, training cost; `finding.md` in the same folder, if present, is the
-  hand-written interpretation and is included as is (it survives every rebuild);
+  hand-written interpretation and is included as is (it survives every rebuild), and `paired_bootstrap.json`
+  (layer_pruning_bootstrap.py), if present, adds confidence intervals to the claim;
 - `wer_vs_depth_<split>.png` (one panel per strategy, a line per model, dedicated models as points) and
   `svcca_A_vs_D_<split>.png` (SVCCA heatmaps of A and D side by side).
 """
@@ -154,7 +155,30 @@ def cost_table(stages: list) -> list:
     return lines
 
 
-def format_readme(results: dict, stages: list, stage_order: list, finding: str | None, plots: list) -> str:
+def bootstrap_table(bootstrap: dict, split: str) -> list:
+    """The paired-bootstrap comparisons of one split (layer_pruning_bootstrap.py) as a Markdown table."""
+    rows = [c for c in bootstrap["comparisons"] if c["split"] == split]
+    if not rows:
+        return []
+    lines = [f"Uncertainty on `{split}` ({rows[0]['utterances']} utterances; paired bootstrap over utterances, "
+             f"{bootstrap['resamples']:,} resamples, {100 * rows[0]['confidence']:.0f}% intervals; "
+             "`python training/experiments/layer_pruning_bootstrap.py`). D's second row, where there is one, is the "
+             "strategy with the lowest WER on the validation split at that depth.", "",
+             "| depth | pruned model (strategy) | its WER % | E's WER % | difference, points (CI) | relative (CI) | "
+             "share of resamples where it beats E |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for c in rows:
+        low, high = c["difference_ci"]
+        relative_ci = (f" ({c['relative_ci'][0]:+.0f}% to {c['relative_ci'][1]:+.0f}%)" if c.get("relative_ci")
+                       else "")
+        relative_text = f"{c['relative']:+.0f}%{relative_ci}" if c.get("relative") is not None else "n/a"
+        lines.append(f"| {c['depth']} | {MODEL_LABELS.get(c['a']['model'], c['a']['model'])} ({c['a']['strategy']}) "
+                     f"| {c['wer_a']:.1f} | {c['wer_b']:.1f} | {c['difference']:+.1f} ({low:+.1f} to {high:+.1f}) | "
+                     f"{relative_text} | {c['share_a_better']:.2f} |")
+    return lines + [""]
+
+
+def format_readme(results: dict, stages: list, stage_order: list, finding: str | None, plots: list,
+                  bootstrap: dict | None = None) -> str:
     corpus, recipe = results["corpus"], results["recipe"]
     done = [s["stage"] for s in stages]
     missing = [name for name in stage_order if name not in done]
@@ -195,6 +219,8 @@ def format_readme(results: dict, stages: list, stage_order: list, finding: str |
                       "of E's WER (+10% = 10% more word errors than E). \"Best strategy\" is the lowest test WER of "
                       "the four strategies, an oracle choice.", ""]
             lines += claim_table(results["records"], split) + [""]
+            if bootstrap:
+                lines += bootstrap_table(bootstrap, split)
     lines += [finding.strip() if finding else
               "_The interpretation is written by hand in `finding.md` once the full run has finished._", ""]
     for split in results["test_splits"]:
@@ -294,6 +320,9 @@ def rebuild_outputs(output_dir: Path, experiment: dict, stage_order: list) -> li
     write_text_atomically(output_dir / "results.json", json.dumps(results, indent=1) + "\n")
     finding_path = output_dir / "finding.md"
     finding = finding_path.read_text() if finding_path.is_file() else None
-    write_text_atomically(output_dir / "README.md", format_readme(results, stages, stage_order, finding, plots))
+    bootstrap_path = output_dir / "paired_bootstrap.json"
+    bootstrap = json.loads(bootstrap_path.read_text()) if bootstrap_path.is_file() else None
+    write_text_atomically(output_dir / "README.md",
+                          format_readme(results, stages, stage_order, finding, plots, bootstrap))
     written += [output_dir / "results.json", output_dir / "README.md"] + [output_dir / p for p in plots]
     return written
