@@ -111,3 +111,27 @@ def test_evaluate_depths_refuses_an_unknown_condition(saved_model, tmp_path):
         evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
                               "--strategies", "top", "--output_dir", str(tmp_path), "--conditions", "noisy_cafe"])
     assert not (tmp_path / "depth_report.json").exists()
+
+
+def test_evaluate_depths_measures_extra_splits_with_the_same_schedules(saved_model, tmp_path):
+    out = tmp_path / "report"
+    evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                          "--split", "test", "--extra_splits", "train", "--max_eval_samples", "4",
+                          "--strategies", "top,uniform", "--repeats", "1", "--rtf_utterances", "2",
+                          "--output_dir", str(out)])
+    main_report = json.loads((out / "depth_report.json").read_text())
+    extra = json.loads((out / "depth_report_train.json").read_text())
+    assert extra["split"] == "train" and extra["utterances"] == 4 and "rtf" not in extra
+    assert [(r["strategy"], r["depth"], r["layers"]) for r in extra["records"]] == [
+        (r["strategy"], r["depth"], r["layers"]) for r in main_report["records"]]
+    assert all("rtf_batch1" not in r for r in extra["records"])
+    assert "| depth | layers kept | WER % | CER % | parameters |" in (out / "depth_report_train.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [("test_unseen_engine", "not in the dataset"),
+                                            ("validation", "the reported or the search split")])
+def test_evaluate_depths_refuses_bad_extra_splits_before_loading(saved_model, tmp_path, extra, message):
+    with pytest.raises(SystemExit, match=message):
+        evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                              "--strategies", "top,greedy", "--extra_splits", extra, "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "depth_report.json").exists()

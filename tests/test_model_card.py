@@ -138,3 +138,40 @@ def test_card_shows_listening_conditions_when_measured(measured_model):
     text = build_model_card(str(measured_model), **CARD).text
     assert "### Listening conditions" in text and "10 utterances of the `test` split" in text
     assert "| 4 | 14.0 (1.0) | 17.0 (1.0) | 15.5 (1.0) | +3.0 | +1.5 |" in text
+
+
+def test_card_has_every_split_per_depth_in_table_and_model_index(measured_model, tmp_path):
+    report = json.loads((measured_model / "depth_report.json").read_text())
+    extra = dict(report, split="test_unseen_engine", rtf=None,
+                 records=[{k: v for k, v in r.items() if not k.startswith("rtf")} | {"wer": r["wer"] + 30}
+                          for r in report["records"]])
+    (measured_model / "depth_report_test_unseen_engine.json").write_text(json.dumps(extra))
+    card = build_model_card(str(measured_model), **CARD)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    by_split = {}
+    for r in loaded.data.eval_results:
+        by_split.setdefault(r.dataset_split, {})[(r.metric_type, r.metric_config)] = r.metric_value
+    assert set(by_split) == {"test", "test_unseen_engine"} and len(by_split["test_unseen_engine"]) == 8
+    assert by_split["test_unseen_engine"][("wer", "depth-2")] == 60.0 and by_split["test"][("wer", "depth-2")] == 30.0
+    text = loaded.text
+    assert "| layers kept | which | test WER % | test CER % | test_unseen_engine WER % |" in text
+    assert "| 2 | 1,2 | 30.0 | 12.0 | 60.0 | 12.0 |" in text and "and on `test_unseen_engine`" in text
+
+
+def test_publish_carries_the_further_splits_and_conditions_with_the_model(measured_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    report = json.loads((measured_model / "depth_report.json").read_text())
+    extra = dict(report, split="test_unseen_text")
+    (measured_model / "depth_report_test_unseen_text.json").write_text(json.dumps(extra))
+    (measured_model / "depth_report_test_unseen_text.md").write_text("table")
+    (measured_model / "conditions.json").write_text(json.dumps({
+        "settings": {"silence_seconds": 1.0, "noise_dbfs": -65.0, "long_form_seconds": 60.0, "chunk_length_s": 10.0,
+                     "pause_seconds": [0.3, 1.0]}, "utterances": 10, "long_form_recordings": 1,
+        "long_form_minutes": 0.5, "records": [{"condition": "clean", "depth": 4, "wer": 1.0, "cer": 1.0}],
+        "cost": {"4": {}}}))
+    result = publish(str(measured_model), str(tmp_path / "repo"), "someone/prunable-ctc-toy", CARD)
+    assert {"depth_report_test_unseen_text.json", "depth_report_test_unseen_text.md", "conditions.json"} <= set(
+        result["files"])
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "test_unseen_text WER %" in card and "### Listening conditions" in card

@@ -9,8 +9,9 @@ Data-driven strategies (greedy, svcca) search on `--search_split` (never the spl
 split, only the data-free strategies (top, uniform) run. `--store_schedule greedy` also saves one into the model's
 config so `prune_to(k)` uses it by default. `--conditions silence,long_form` also transcribes the split through the
 ASR pipeline with silence around each utterance and joined into minute-long recordings (chunked), at every depth,
-and writes `conditions.json`/`conditions.md` (which `publish` puts in the card). Splits are checked before anything
-is loaded; the model runs on `--device` for the search and the report alike.
+and writes `conditions.json`/`conditions.md` (which `publish` puts in the card); `--extra_splits` measures further
+splits (e.g. the held-out engine and text splits of `make_corpus.py`) with the same schedules. Splits are checked
+before anything is loaded; the model runs on `--device` for the search and the report alike.
 """
 
 import argparse
@@ -25,7 +26,8 @@ from hf_prunable_ctc.data.speech_data import available_splits, collated_batches,
 from hf_prunable_ctc.evaluation.conditions import (CONDITIONS, ConditionSettings, evaluate_conditions,
                                                    format_conditions_table, split_audio_and_references,
                                                    write_conditions)
-from hf_prunable_ctc.evaluation.depth_report import build_depth_report, svcca_of_layers, write_depth_report
+from hf_prunable_ctc.evaluation.depth_report import (build_depth_report, svcca_of_layers, write_depth_report,
+                                                      write_split_report)
 from hf_prunable_ctc.evaluation.pruning_search import store_schedule
 from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
 
@@ -39,6 +41,10 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--data_dir")
     parser.add_argument("--split", default="test", help="split the report measures")
+    parser.add_argument("--extra_splits", default="",
+                        help="further splits to measure with the same schedules (comma-separated, e.g. "
+                             "test_unseen_engine,test_unseen_text): depth_report_<split>.json/.md each, WER/CER only; "
+                             "`publish` puts every split in the card")
     parser.add_argument("--search_split", default="validation",
                         help="dev split for greedy / svcca; must differ from --split")
     parser.add_argument("--allow_search_on_test", action="store_true",
@@ -109,6 +115,14 @@ def main(argv=None):
                                                    args.allow_search_on_test)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"evaluate_depths.py: error: {error}") from None
+    extra_splits = [x.strip() for x in args.extra_splits.split(",") if x.strip()]
+    try:
+        for extra in extra_splits:
+            if extra in (args.split, search_split):
+                raise ValueError(f"--extra_splits {extra!r} is the reported or the search split")
+            plan_strategies(["top"], extra, search_split, splits)  # checks that it exists
+    except ValueError as error:
+        raise SystemExit(f"evaluate_depths.py: error: {error}") from None
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
@@ -158,6 +172,17 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "depth_report.md")) as f:
         print(f.read())
 
+    for extra in extra_splits:
+        extra_set, extra_report = load_prepared_split(args.dataset_name, extra, extractor, tokenizer,
+                                                      max_samples=args.max_eval_samples, **data)
+        print(extra_report.summary(extra))
+        extra_batches = [{k: v.to(device) for k, v in b.items()}
+                         for b in collated_batches(extra_set, extractor, tokenizer, args.batch_size)]
+        split_report = build_depth_report(model, extra_batches, tokenizer, schedules, dataset=dataset_label,
+                                          split=extra, measure_speed=False)
+        for path in write_split_report(split_report, args.output_dir):
+            print("wrote", path)
+
     if conditions:
         write_condition_report(args, model, tokenizer, extractor, conditions)
 
@@ -177,7 +202,8 @@ def write_condition_report(args, model, tokenizer, extractor, conditions):
                                  chunk_length_s=args.chunk_length_s)
     result = evaluate_conditions(asr, audios, references, depths=sorted(model.pruning_schedule(), reverse=True),
                                  sampling_rate=extractor.sampling_rate, settings=settings,
-                                 conditions=["clean", *[c for c in conditions if c != "clean"]], batch_size=args.batch_size)
+                                 conditions=["clean", *[c for c in conditions if c != "clean"]],
+                                 batch_size=args.batch_size)
     result.update(split=args.split, dataset=args.data_dir if args.dataset_name == "audiofolder" else args.dataset_name)
     for path in write_conditions(result, args.output_dir):
         print("wrote", path)

@@ -65,8 +65,10 @@ def hardware_description(device: torch.device) -> str:
 
 
 def build_depth_report(model, batches, tokenizer, schedules: Dict[str, Dict[int, List[int]]], dataset: str,
-                       split: str, rtf_utterances: int = 20, batched_size: int = 8, repeats: int = 5) -> dict:
-    """Measure every (strategy, depth): WER, CER (percent), parameters, RTF at batch 1 and batched."""
+                       split: str, rtf_utterances: int = 20, batched_size: int = 8, repeats: int = 5,
+                       measure_speed: bool = True) -> dict:
+    """Measure every (strategy, depth): WER, CER (percent), parameters, and (with `measure_speed`) RTF at batch 1
+    and batched; without it the report has no "rtf" entry (a second split of the same model on the same device)."""
     model.eval()
     layer_sets = [layers for schedule in schedules.values() for layers in schedule.values()]
     rates = {layers: subnetwork_error_rates(model, batches, tokenizer, layers)
@@ -78,26 +80,28 @@ def build_depth_report(model, batches, tokenizer, schedules: Dict[str, Dict[int,
     for strategy, schedule in schedules.items():
         for depth, layers in sorted(schedule.items()):
             # RTF depends on how many layers run, not which: measure once per depth.
-            if depth not in rtf_cache:
+            if measure_speed and depth not in rtf_cache:
                 rtf_cache[depth] = (measure_rtf(model, utterances, layers, 1, repeats),
                                     measure_rtf(model, utterances, layers, batched_size, repeats))
             r = rates[tuple(layers)]
-            records.append({
-                "strategy": strategy, "depth": depth, "layers": list(layers),
-                "wer": round(100 * r["wer"], 2), "cer": round(100 * r["cer"], 2),
-                "parameters": model.count_parameters(layers=layers),
-                "rtf_batch1": rtf_cache[depth][0], f"rtf_batch{batched_size}": rtf_cache[depth][1],
-            })
+            record = {"strategy": strategy, "depth": depth, "layers": list(layers),
+                      "wer": round(100 * r["wer"], 2), "cer": round(100 * r["cer"], 2),
+                      "parameters": model.count_parameters(layers=layers)}
+            if measure_speed:
+                record.update({"rtf_batch1": rtf_cache[depth][0], f"rtf_batch{batched_size}": rtf_cache[depth][1]})
+            records.append(record)
     device = next(model.parameters()).device
-    return {
+    report = {
         "dataset": dataset, "split": split,
         "utterances": sum(b["input_features"].shape[0] for b in batches),
         "hardware": hardware_description(device),
-        "rtf": {"definition": "processing seconds / audio seconds, model forward only (features precomputed), "
-                              f"median of {repeats} runs after a warm-up",
-                "utterances": len(utterances), "batched_size": batched_size},
         "records": records,
     }
+    if measure_speed:
+        report["rtf"] = {"definition": "processing seconds / audio seconds, model forward only (features "
+                                       f"precomputed), median of {repeats} runs after a warm-up",
+                         "utterances": len(utterances), "batched_size": batched_size}
+    return report
 
 
 def svcca_of_layers(model, batches, max_frames: int = 20000):
@@ -106,18 +110,38 @@ def svcca_of_layers(model, batches, max_frames: int = 20000):
 
 
 def format_report_markdown(report: dict) -> str:
-    batched = f"rtf_batch{report['rtf']['batched_size']}"
-    lines = [f"Per-depth results on {report['dataset']} / {report['split']} ({report['utterances']} utterances); "
-             f"RTF on {report['hardware']}, {report['rtf']['definition']}.", ""]
+    speed = report.get("rtf")
+    lines = [f"Per-depth results on {report['dataset']} / {report['split']} ({report['utterances']} utterances)"
+             + (f"; RTF on {report['hardware']}, {speed['definition']}." if speed else "."), ""]
     for strategy in dict.fromkeys(r["strategy"] for r in report["records"]):
-        lines += [f"**{strategy}**", "",
-                  f"| depth | layers kept | WER % | CER % | parameters | RTF (batch 1) | RTF (batch "
-                  f"{report['rtf']['batched_size']}) |", "|---:|---|---:|---:|---:|---:|---:|"]
+        header = "| depth | layers kept | WER % | CER % | parameters |"
+        rule = "|---:|---|---:|---:|---:|"
+        if speed:
+            header += f" RTF (batch 1) | RTF (batch {speed['batched_size']}) |"
+            rule += "---:|---:|"
+        lines += [f"**{strategy}**", "", header, rule]
         for r in (r for r in report["records"] if r["strategy"] == strategy):
-            lines.append(f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} | "
-                         f"{r['parameters']:,} | {r['rtf_batch1']:.4f} | {r[batched]:.4f} |")
+            line = (f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} | "
+                    f"{r['parameters']:,} |")
+            if speed:
+                batched = r[f"rtf_batch{speed['batched_size']}"]
+                line += f" {r['rtf_batch1']:.4f} | {batched:.4f} |"
+            lines.append(line)
         lines.append("")
     return "\n".join(lines)
+
+
+def write_split_report(report: dict, output_dir: str) -> List[str]:
+    """Write a further split's report as `depth_report_<split>.json` and `.md` next to the main one."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, f"depth_report_{report['split']}.json")
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(json_path + ".tmp", json_path)
+    md_path = os.path.join(output_dir, f"depth_report_{report['split']}.md")
+    with open(md_path, "w") as f:
+        f.write(format_report_markdown(report) + "\n")
+    return [json_path, md_path]
 
 
 def plot_report(report: dict, similarity, output_dir: str) -> List[str]:

@@ -30,18 +30,8 @@ def depth_results(model_dir: str, schedule: Dict[int, List[int]], translate=None
     translate = translate or (lambda layers: layers)
     report_path = os.path.join(model_dir, "depth_report.json")
     if os.path.exists(report_path):
-        with open(report_path) as f:
-            report = json.load(f)
-        rows, seen = [], set()
-        for record in report["records"]:
-            layers = translate(record["layers"])
-            depth = len(layers or [])
-            if depth and depth not in seen and layers == schedule.get(depth):
-                seen.add(depth)
-                rows.append({k: record[k] for k in ("wer", "cer", "parameters")} |
-                            {"depth": depth, "layers": layers, "rtf": record["rtf_batch1"]})
-        return {"split": report["split"], "dataset": report["dataset"], "hardware": report["hardware"],
-                "rows": sorted(rows, key=lambda r: r["depth"])}
+        return report_results(report_path, schedule, translate)
+
     metrics_path = os.path.join(model_dir, "per_depth_metrics.json")
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{model_dir} has neither depth_report.json nor per_depth_metrics.json: run "
@@ -52,6 +42,29 @@ def depth_results(model_dir: str, schedule: Dict[int, List[int]], translate=None
             for d, r in metrics["depths"].items() if translate(r["layers"]) == schedule.get(int(d))]
     return {"split": metrics["split"], "dataset": metrics.get("dataset"), "hardware": None,
             "rows": sorted(rows, key=lambda r: r["depth"])}
+
+
+def report_results(report_path: str, schedule: Dict[int, List[int]], translate) -> Dict:
+    """`depth_results` of one depth report (`depth_report.json`, or a further split's `depth_report_<split>.json`)."""
+    with open(report_path) as f:
+        report = json.load(f)
+    rows, seen = [], set()
+    for record in report["records"]:
+        layers = translate(record["layers"])
+        depth = len(layers or [])
+        if depth and depth not in seen and layers == schedule.get(depth):
+            seen.add(depth)
+            rows.append({k: record[k] for k in ("wer", "cer", "parameters")} | {"depth": depth, "layers": layers}
+                        | ({"rtf": record["rtf_batch1"]} if "rtf_batch1" in record else {}))
+    return {"split": report["split"], "dataset": report["dataset"], "hardware": report["hardware"],
+            "utterances": report.get("utterances"), "rows": sorted(rows, key=lambda r: r["depth"])}
+
+
+def extra_split_results(results_dir: str, schedule: Dict[int, List[int]], translate=None) -> List[Dict]:
+    """`depth_results` of every further split (`depth_report_<split>.json`, `evaluate_depths.py --extra_splits`)."""
+    translate = translate or (lambda layers: layers)
+    names = sorted(n for n in os.listdir(results_dir) if n.startswith("depth_report_") and n.endswith(".json"))
+    return [report_results(os.path.join(results_dir, name), schedule, translate) for name in names]
 
 
 def eval_results(rows: List[dict], dataset_name: str, dataset_type: str, split: str) -> List[EvalResult]:
@@ -70,13 +83,28 @@ def eval_results(rows: List[dict], dataset_name: str, dataset_type: str, split: 
     return results
 
 
-def depth_table(rows: List[dict], hardware: Optional[str]) -> str:
+def depth_table(rows: List[dict], hardware: Optional[str], extra: Optional[List[Dict]] = None,
+                split: Optional[str] = None) -> str:
+    """The card's per-depth table; with `extra` (further splits' results), WER/CER columns per split."""
     with_rtf = all("rtf" in r for r in rows)
-    header = "| layers kept | which | WER % | CER % | parameters |" + (" RTF |" if with_rtf else "")
-    lines = [header, "|---:|---|---:|---:|---:|" + ("---:|" if with_rtf else "")]
+    extra = [e for e in (extra or []) if e["rows"]]
+    if extra:
+        header = f"| layers kept | which | {split} WER % | {split} CER % |"
+        rule = "|---:|---|---:|---:|"
+        for e in extra:
+            header += f" {e['split']} WER % | {e['split']} CER % |"
+            rule += "---:|---:|"
+        header += " parameters |"
+        rule += "---:|"
+    else:
+        header, rule = "| layers kept | which | WER % | CER % | parameters |", "|---:|---|---:|---:|---:|"
+    lines = [header + (" RTF |" if with_rtf else ""), rule + ("---:|" if with_rtf else "")]
     for r in rows:
-        line = (f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} | "
-                f"{r['parameters']:,} |")
+        line = f"| {r['depth']} | {','.join(map(str, r['layers']))} | {r['wer']:.1f} | {r['cer']:.1f} |"
+        for e in extra:
+            match = next((x for x in e["rows"] if x["depth"] == r["depth"]), None)
+            line += f" {match['wer']:.1f} | {match['cer']:.1f} |" if match else " - | - |"
+        line += f" {r['parameters']:,} |"
         lines.append(line + (f" {r['rtf']:.4f} |" if with_rtf else ""))
     if with_rtf and hardware:
         lines += ["", f"RTF = processing seconds / audio seconds of the model forward pass at batch size 1 on "
@@ -120,6 +148,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         return None if None in mapped else mapped
 
     results = depth_results(results_dir, schedule, translate)
+    extra = extra_split_results(results_dir, schedule, translate)
     if not results["rows"]:
         raise ValueError(f"no per-depth results in {results_dir} match the pruning schedule of the model in "
                          f"{model_dir}: re-run training/evaluate_depths.py on it")
@@ -134,7 +163,8 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="automatic-speech-recognition",
         tags=TAGS, license=license, language=["en"], datasets=datasets, metrics=["wer", "cer"],
-        eval_results=eval_results(results["rows"], dataset_name, dataset_type, results["split"]),
+        eval_results=eval_results(results["rows"], dataset_name, dataset_type, results["split"])
+        + [result for e in extra for result in eval_results(e["rows"], dataset_name, dataset_type, e["split"])],
     )
     conditions_note, conditions_table = ("", "") if pruned else conditions_section(results_dir)
     plots = [] if pruned else [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
@@ -145,9 +175,11 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         interctc_layers=config.interctc_layers, interctc_weight=config.interctc_weight,
         stochastic_depth_rate=config.stochastic_depth_rate,
         stochastic_depth_schedule=config.stochastic_depth_schedule,
-        results_note=results_note or f"Greedy CTC decoding, no language model, on the `{results['split']}` split "
-                                     f"of {dataset_name}.",
-        depth_table=depth_table(results["rows"], results["hardware"]),
+        results_note=results_note or (f"Greedy CTC decoding, no language model, on the `{results['split']}` split "
+                                      f"of {dataset_name}"
+                                      + (" and on " + ", ".join(f"`{e['split']}`" for e in extra) if extra else "")
+                                      + "."),
+        depth_table=depth_table(results["rows"], results["hardware"], extra, results["split"]),
         conditions_note=conditions_note, conditions_table=conditions_table,
         plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
         repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule

@@ -18,7 +18,9 @@ PROCESSOR_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.js
                    "preprocessor_config.json", "processor_config.json")
 # Measurements of the model in a folder: they travel with that model, never with a pruned copy of it.
 RESULT_FILES = ("depth_report.json", "depth_report.md", "per_depth_metrics.json", "wer_vs_depth.png",
-                "rtf_vs_depth.png", "svcca_heatmap.png")
+                "rtf_vs_depth.png", "svcca_heatmap.png", "conditions.json", "conditions.md")
+# Further splits' reports (evaluate_depths.py --extra_splits): depth_report_<split>.json / .md.
+EXTRA_SPLIT_PREFIX = "depth_report_"
 SCHEDULES_FILE = "pruning_schedules.json"
 COMPANION_FILES = PROCESSOR_FILES + RESULT_FILES + (SCHEDULES_FILE,)
 
@@ -61,7 +63,9 @@ def copy_companion_files(model_dir: str, target_dir: str) -> None:
     target = PrunableCTCConfig.from_pretrained(target_dir)
     pruned = target.kept_layers != source.kept_layers
     has_report = os.path.exists(os.path.join(model_dir, "depth_report.json"))
-    for name in PROCESSOR_FILES + (() if pruned else RESULT_FILES):
+    extra_splits = tuple(sorted(n for n in os.listdir(model_dir) if n.startswith(EXTRA_SPLIT_PREFIX)
+                                and n.endswith((".json", ".md"))))
+    for name in PROCESSOR_FILES + (() if pruned else RESULT_FILES + extra_splits):
         # The card's numbers come from the depth report when there is one; training's per_depth_metrics.json may
         # have measured a subset, and two tables that disagree would only confuse.
         if name == "per_depth_metrics.json" and has_report:

@@ -170,7 +170,8 @@ def check(results: dict, model: str, depth: int, strategy: str, split: str, wer:
                 and r["strategy"] == strategy and r["split"] == split]
     if recorded and abs(recorded[0] - wer) > 0.05:
         raise RuntimeError(f"{model} at depth {depth} ({strategy}) on {split}: recomputed WER {wer:.2f} but the "
-                           f"stage recorded {recorded[0]:.2f}: the checkpoint under --runs_dir is not the evaluated one")
+                           f"stage recorded {recorded[0]:.2f}: the checkpoint under --runs_dir is not the evaluated "
+                           "one")
 
 
 if __name__ == "__main__":
