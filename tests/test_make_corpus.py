@@ -404,3 +404,22 @@ def test_bundled_demo_corpus_is_valid():
     assert sum(path.stat().st_size for path in files) <= 10 * 1024 * 1024
     listed = {DEMO_DIR / split / row["file_name"] for split, split_rows in rows.items() for row in split_rows}
     assert {path for path in files if path.suffix in (".flac", ".ogg")} == listed, "unlisted audio files in data/demo"
+
+
+def test_stratum_balance_gives_each_family_an_equal_share_of_every_split():
+    voices = [_voice(f"espeak-ng:en-us+{v}") for v in ("f1", "f2", "f3", "f4", "m1", "m2", "m3", "m4", "m5", "m6")]
+    voices += [mc.Voice(speaker, engine, name, "mbrola") for speaker, engine, name in (
+        ("mbrola-us1", "espeak-ng", "mb-us1"), ("mbrola-us1", "festival", "us1_mbrola"),
+        ("mbrola-us2", "espeak-ng", "mb-us2"), ("mbrola-us3", "espeak-ng", "mb-us3"))]
+    by_speaker = mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=40, validation_size=2, test_size=2,
+                                validation_speakers=0.1, test_speakers=0.1, seed=1)
+    balanced = mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=40, validation_size=2, test_size=2,
+                              validation_speakers=0.1, test_speakers=0.1, seed=1, balance="stratum")
+    train = Counter(u.voice.stratum for u in balanced if u.split == "train")
+    assert abs(train["mbrola"] - train["en-us"]) <= 1  # 1 of 2 strata: half of train
+    assert Counter(u.voice.stratum for u in by_speaker if u.split == "train")["mbrola"] < train["mbrola"] / 2
+    # a speaker with two engine voices still alternates them
+    us1 = [u.voice.engine for u in balanced if u.voice.speaker == "mbrola-us1"]
+    assert {"espeak-ng", "festival"} <= set(us1) or len(us1) < 2
+    with pytest.raises(mc.CorpusSettingsError, match="balance"):
+        mc.plan_corpus(SENTENCES, voices, hours=None, max_utterances=40, balance="engine")

@@ -469,7 +469,7 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
                 rate_range: tuple[float, float] = (0.8, 1.25), pitch_range: tuple[float, float] = (0.7, 1.4),
                 seed: int = 0, audio_format: str = "flac", unseen_engine_voices: Sequence[Voice] = (),
                 unseen_engine_size: float = 0.1, unseen_text_sentences: Sequence[Sentence] = (),
-                unseen_text_size: float = 0.1) -> list[Utterance]:
+                unseen_text_size: float = 0.1, balance: str = "speaker") -> list[Utterance]:
     """Plan the corpus: which sentence each split gets, who reads it, how fast and how high.
 
     Held-out splits (each only when its voices or sentences are given; sizes as `test_size`):
@@ -484,7 +484,9 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
     validation, then train, so no transcript is in two splits; if train needs more utterances than it has sentences,
     its sentences are read again by other speakers. Within a split, speakers are dealt in rounds (each speaker once
     per round, accents and the CMU speakers taking turns), so each speaker reads about as many utterances and even
-    a small split covers every accent and engine.
+    a small split covers every accent and engine. With `balance="stratum"` each stratum (espeak-ng accent, "mbrola",
+    "cmu", "cstr") reads about as many utterances instead: a family of two speakers is then not drowned by the
+    hundreds of espeak-ng accent+variant speakers.
 
     Returns:
         Utterances, train first; the same arguments always give the same list.
@@ -493,6 +495,8 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
         raise CorpusSettingsError("give hours or max_utterances")
     if audio_format not in AUDIO_FORMATS:
         raise CorpusSettingsError(f"audio_format {audio_format!r}: choose one of {sorted(AUDIO_FORMATS)}")
+    if balance not in BALANCES:
+        raise CorpusSettingsError(f"balance {balance!r}: choose one of {list(BALANCES)}")
     suffix = AUDIO_FORMATS[audio_format]
     if not sentences:
         raise CorpusSettingsError("no sentences to read: check the text sources and --min_words/--max_words")
@@ -548,7 +552,7 @@ def plan_corpus(sentences: Sequence[Sentence], voices: Sequence[Voice], hours: f
     plan = []
     # Base splits first, held-out ones after: enabling a held-out split leaves the base splits' draws unchanged.
     for split in (split for split in ALL_SPLITS if sizes.get(split)):
-        split_voices = _dealt(speakers[split], sizes[split], rng)
+        split_voices = _dealt(speakers[split], sizes[split], rng, balance)
         for index in range(sizes[split]):
             sentence = pools[split][index % len(pools[split])]
             voice = split_voices[index]
@@ -563,9 +567,11 @@ def _estimated_seconds(transcript: str, rate: float) -> float:
     return len(transcript) / CHARACTERS_PER_SECOND / rate + sum(KEEP_SILENCE_S)
 
 
-def _dealt(voices: Sequence[Voice], count: int, rng: random.Random) -> list[Voice]:
+def _dealt(voices: Sequence[Voice], count: int, rng: random.Random, balance: str = "speaker") -> list[Voice]:
     """`count` voices, dealt in rounds in which every speaker reads once. Within a round the strata (accents, CMU)
-    take turns, so even a small split hears every stratum; a speaker with two engine voices alternates them."""
+    take turns, so even a small split hears every stratum; a speaker with two engine voices alternates them.
+    With `balance="stratum"`, a round is one speaker of each stratum instead (each stratum cycling through its
+    speakers), so every stratum reads about as many utterances."""
     by_speaker: dict[str, list[Voice]] = defaultdict(list)
     for voice in voices:
         by_speaker[voice.speaker].append(voice)
@@ -573,6 +579,18 @@ def _dealt(voices: Sequence[Voice], count: int, rng: random.Random) -> list[Voic
     for speaker in sorted(by_speaker):
         strata[by_speaker[speaker][0].stratum].append(speaker)
     dealt, turns = [], Counter()
+    if balance == "stratum":
+        cycles: dict[str, list[str]] = {name: [] for name in strata}
+        while len(dealt) < count:
+            order = sorted(strata)
+            rng.shuffle(order)
+            for name in order[:count - len(dealt)]:
+                if not cycles[name]:
+                    cycles[name] = rng.sample(strata[name], len(strata[name]))
+                speaker = cycles[name].pop()
+                dealt.append(by_speaker[speaker][turns[speaker] % len(by_speaker[speaker])])
+                turns[speaker] += 1
+        return dealt
     while len(dealt) < count:
         queues = [rng.sample(speakers, len(speakers)) for _, speakers in sorted(strata.items())]
         rng.shuffle(queues)
@@ -859,12 +877,14 @@ def write_corpus_readme(plan: Sequence[Utterance], output_dir: str | os.PathLike
 
 # -------------------------------------------------------------------------------------------------------------- CLI
 
+# How a split's utterances are shared among its voices: per speaker (each speaker reads about as much) or per stratum.
+BALANCES = ("speaker", "stratum")
 DEFAULTS = dict(output_dir=None, hours=1.0, max_utterances=None, validation_size=0.1, test_size=0.1,
                 validation_speakers=0.1, test_speakers=0.1, voices=None, engines=list(ENGINES),
                 text_sources=list(TEXT_SOURCES), min_words=3, max_words=20, vocabulary_size=None,
                 rate_range=[0.8, 1.25], pitch_range=[0.7, 1.4], num_workers=2, seed=0, audio_format="flac",
                 unseen_engines=[], unseen_engine_size=None, unseen_text_sources=[], unseen_text_file=None,
-                unseen_text_size=None)
+                unseen_text_size=None, balance="speaker")
 # The bundled demo: short sentences over the 200 most frequent words, 42 held-out utterances per split, Opus to stay
 # under 10 MB with ~33 minutes of training audio (each training sentence read by about two voices).
 # Its voices are the ones it was made with (espeak-ng accents and the CMU speakers), so that installing the MBROLA
@@ -882,7 +902,7 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
                 audio_format: str = "flac", unseen_engines: Sequence[str] = (),
                 unseen_engine_size: float | None = None, unseen_text_sources: Sequence[str] = (),
                 unseen_text_file: str | os.PathLike | None = None, unseen_text_size: float | None = None,
-                sentences: Sequence[Sentence] | None = None, unseen_sentences: Sequence[Sentence] | None = None,
+                balance: str = "speaker", sentences: Sequence[Sentence] | None = None, unseen_sentences: Sequence[Sentence] | None = None,
                 progress: bool = True, log=print) -> dict[str, object]:
     """Plan, synthesise (what is missing) and write the metadata and README of a corpus; the CLI's whole job.
 
@@ -933,7 +953,7 @@ def make_corpus(output_dir: str | os.PathLike, hours: float | None = 1.0, max_ut
                        audio_format=audio_format, unseen_engine_voices=unseen_voices,
                        unseen_engine_size=test_size if unseen_engine_size is None else unseen_engine_size,
                        unseen_text_sentences=unseen_sentences,
-                       unseen_text_size=test_size if unseen_text_size is None else unseen_text_size)
+                       unseen_text_size=test_size if unseen_text_size is None else unseen_text_size, balance=balance)
     log(f"{len(sentences)} sentences, {len({v.speaker for v in available})} speakers "
         f"({', '.join(f'{e} {n}' for e, n in sorted(Counter(v.engine for v in available).items()))} voices"
         + (f"; {len({v.speaker for v in unseen_voices})} held out as unseen engines" if unseen_voices else "")
@@ -987,6 +1007,9 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
         help="text sources used only for a test_unseen_text split (taken out of --text_sources)")
     arg("--unseen_text_file", help="UTF-8 text file (one passage per line) used only for test_unseen_text")
     arg("--unseen_text_size", type=float, help="fraction (< 1) or count of test_unseen_text (default: --test_size)")
+    arg("--balance", choices=BALANCES,
+        help="share each split's utterances equally per speaker (default) or per stratum: espeak-ng accent, MBROLA, "
+             "CMU, CSTR (so the few MBROLA or festival speakers are not drowned by espeak-ng's hundreds of variants)")
     args = vars(parser.parse_args(argv))
     settings = dict(DEFAULTS)
     if args.pop("demo"):
