@@ -308,3 +308,18 @@ def test_benchmark_reports_each_part_and_the_chain(rir_bank_path):
     costs = aug.benchmark(_all_on(rir_bank_path), seconds=1.0, clip_s=0.5, repeats=1)
     assert set(costs) == {"speed", "pitch", "reverb", "noise", "silence", "chain"}
     assert all(cost >= 0 and math.isfinite(cost) for cost in costs.values())
+
+
+def test_state_dict_round_trip_continues_the_draws_and_bad_states_are_refused():
+    from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
+
+    augmentation = WaveformAugmentation(AugmentationConfig(noise_probability=1.0, noise_colors=["white"]))
+    clip = np.zeros(1600, dtype=np.float32) + 0.1
+    augmentation(clip, 16000)
+    saved = json.loads(json.dumps(augmentation.state_dict()))  # what the checkpoint file holds
+    expected = augmentation(clip, 16000)
+    fresh = WaveformAugmentation(AugmentationConfig(noise_probability=1.0, noise_colors=["white"]))
+    fresh.load_state_dict(saved)
+    np.testing.assert_array_equal(fresh(clip, 16000), expected)
+    with pytest.raises(ValueError, match="not a WaveformAugmentation state"):
+        fresh.load_state_dict({"seed": 3})

@@ -38,14 +38,8 @@ class Killed(Exception):
     """Stands for the process dying (SIGKILL, preemption) in the middle of training."""
 
 
-def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    """Issue 13 (Training): kill after step 5 (checkpoint-4 complete, checkpoint-6 half-written by an earlier
-    kill during a save), resume: same final weights and losses as a run that was never stopped."""
-    straight = tmp_path / "straight"
-    reference = train.main(run_args(tmp_path, straight))
-    expected = load_file(straight / "model.safetensors")
-
-    interrupted = tmp_path / "interrupted"
+def run_killed_at_step_5(tmp_path, monkeypatch, output_dir, *extra):
+    """Train as `run_args` does, dying at the start of step 6 (checkpoints 2 and 4 are complete)."""
     original_step = PerDepthCTCTrainer.training_step
 
     def dying_step(self, *args, **kwargs):
@@ -55,8 +49,19 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, mon
 
     monkeypatch.setattr(PerDepthCTCTrainer, "training_step", dying_step)
     with pytest.raises(Killed):
-        train.main(run_args(tmp_path, interrupted))
+        train.main(run_args(tmp_path, output_dir, *extra))
     monkeypatch.setattr(PerDepthCTCTrainer, "training_step", original_step)
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Issue 13 (Training): kill after step 5 (checkpoint-4 complete, checkpoint-6 half-written by an earlier
+    kill during a save), resume: same final weights and losses as a run that was never stopped."""
+    straight = tmp_path / "straight"
+    reference = train.main(run_args(tmp_path, straight))
+    expected = load_file(straight / "model.safetensors")
+
+    interrupted = tmp_path / "interrupted"
+    run_killed_at_step_5(tmp_path, monkeypatch, interrupted)
     assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     # A kill in the middle of writing checkpoint-6 leaves weights but no trainer_state.json.
     partial = interrupted / "checkpoint-6"
@@ -108,3 +113,26 @@ def test_resuming_reads_the_tokenizer_from_the_checkpoint(tmp_path):
     assert trainer.state.global_step == 4
     assert trainer.ctc_tokenizer.get_vocab() == saved
     assert trainer.model.config.vocab_size == len(saved)
+
+
+def test_resumed_augmented_run_continues_the_augmentation_draws(tmp_path, monkeypatch):
+    """Waveform augmentation has its own generator, which the Trainer does not checkpoint: a resumed run must
+    continue its draws (the same noise, speed and pauses as an uninterrupted run), not restart them from the seed."""
+    config = tmp_path / "augmentation.json"
+    config.write_text(json.dumps({"speed_probability": 1.0, "noise_probability": 1.0, "noise_colors": ["white"],
+                                  "silence_probability": 0.5, "long_form_probability": 0.5}))
+    extra = ("--feature_mode", "waveforms", "--augmentation_config", str(config))
+    straight = tmp_path / "straight"
+    reference = train.main(run_args(tmp_path, straight, *extra))
+    expected = load_file(straight / "model.safetensors")
+
+    interrupted = tmp_path / "interrupted"
+    run_killed_at_step_5(tmp_path, monkeypatch, interrupted, *extra)
+    assert (interrupted / "checkpoint-4" / "augmentation_state-0.json").is_file()
+
+    resumed = train.main(run_args(tmp_path, interrupted, *extra))
+    losses = lambda trainer: [e["loss"] for e in trainer.state.log_history if "loss" in e]  # noqa: E731
+    assert losses(resumed) == pytest.approx(losses(reference), rel=1e-5)
+    got = load_file(interrupted / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)

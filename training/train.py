@@ -30,8 +30,8 @@ from hf_prunable_ctc.data.speech_data import (FEATURE_MODES, load_prepared_split
 from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
 from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.hub.publish import outcome, publish
-from hf_prunable_ctc.training.trainer import (PerDepthCTCTrainer, is_complete_checkpoint, last_complete_checkpoint,
-                                              recipe_arguments)
+from hf_prunable_ctc.training.trainer import (AugmentationStateCallback, PerDepthCTCTrainer, is_complete_checkpoint,
+                                              last_complete_checkpoint, recipe_arguments)
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +255,11 @@ def main(argv=None):
         eval_depths=data_args.eval_depths,
     )
     logger.info("model: %s, %s parameters", model.config.encoder_type, f"{model.num_parameters():,d}")
+    if augmentation is not None:
+        augmentation_state = AugmentationStateCallback(augmentation, rank=training_args.process_index)
+        trainer.add_callback(augmentation_state)
+        if resumed:
+            augmentation_state.restore(str(resumed))
 
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)

@@ -575,6 +575,19 @@ class WaveformAugmentation:
         """Restart the generator from `seed` (an int or a sequence of ints, as `numpy.random.default_rng`)."""
         self.rng = np.random.default_rng(seed)
 
+    def state_dict(self) -> dict:
+        """The generator's state (JSON-serialisable), so a resumed training continues the same draws."""
+        return {"bit_generator": self.rng.bit_generator.state, "worker_id": self._worker_id}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict()`; raises ValueError for a state of another kind of generator."""
+        try:
+            self.rng.bit_generator.state = state["bit_generator"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a WaveformAugmentation state ({error}); expected the output of state_dict()") \
+                from None
+        self._worker_id = state.get("worker_id")
+
     def _follow_worker(self) -> None:
         torch = sys.modules.get("torch")  # no torch imported: no DataLoader worker either
         if torch is None:

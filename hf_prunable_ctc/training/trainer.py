@@ -102,6 +102,39 @@ class PerDepthCTCTrainer(Trainer):
         return metrics
 
 
+AUGMENTATION_STATE = "augmentation_state-{rank}.json"
+
+
+class AugmentationStateCallback(TrainerCallback):
+    """Save the waveform augmentation's random state into every checkpoint, so a resumed run draws what an
+    uninterrupted one would have (the `Trainer` restores torch's, numpy's and Python's own generators, but the
+    augmentation has its own). Exact with `dataloader_num_workers=0`, where the collator augments in this process
+    right before each step; with workers, each worker reseeds itself from torch's worker seed instead (see
+    `WaveformAugmentation`), and this state is not what they draw from. `restore` reads it back."""
+
+    def __init__(self, augmentation, rank: int = 0):
+        self.augmentation = augmentation
+        self.name = AUGMENTATION_STATE.format(rank=rank)
+
+    def on_save(self, args, state, control, **unused):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isdir(folder):
+            path = os.path.join(folder, self.name)
+            with open(path + ".tmp", "w") as f:
+                json.dump(self.augmentation.state_dict(), f)
+            os.replace(path + ".tmp", path)
+
+    def restore(self, checkpoint: str) -> bool:
+        """Load the state saved in `checkpoint`; False (and a warning) when it has none (an older checkpoint)."""
+        path = os.path.join(checkpoint, self.name)
+        if not os.path.isfile(path):
+            logger.warning("%s has no %s: the augmentation restarts from its seed", checkpoint, self.name)
+            return False
+        with open(path) as f:
+            self.augmentation.load_state_dict(json.load(f))
+        return True
+
+
 class SkipNonFiniteGradientsCallback(TrainerCallback):
     """Skip an optimizer step whose gradients hold NaN or inf, instead of writing NaN into every weight.
 
