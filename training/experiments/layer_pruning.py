@@ -511,6 +511,10 @@ def main(argv=None) -> int:
                   "test_splits": test_splits, "fingerprint": fingerprint,
                   "command": " ".join(["python", "training/experiments/layer_pruning.py", *(argv or sys.argv[1:])])}
 
+    previous = output_dir / "results.json"
+    if args.rebuild_only and previous.is_file():
+        # A rebuild reports the run that made the stages, not itself.
+        experiment["command"] = json.loads(previous.read_text()).get("command", experiment["command"])
     # A finished stage from another corpus or recipe must not be mixed in: check them all before running anything.
     for path in sorted((output_dir / "stages").glob("*.json")):
         check_same_experiment(path, fingerprint, "stage result")

@@ -80,12 +80,13 @@ class StageModel:
         return references, predictions
 
 
-def best_strategy_on_validation(stage: dict, depth: int, model: StageModel) -> tuple[str, float]:
-    """The strategy whose schedule has the lowest validation WER at `depth` (ties: the first in the schedules)."""
+def best_strategy_on_validation(schedules: dict, depth: int, model: StageModel) -> tuple[str, dict]:
+    """The strategy whose schedule (`schedules`: {strategy: {depth: layers}}) has the lowest validation WER at
+    `depth` (ties: the first listed), and every strategy's validation WER."""
     from hf_prunable_ctc.evaluation.metrics import word_error_rate
 
     scores = {}
-    for strategy, schedule in stage["schedules"].items():
+    for strategy, schedule in schedules.items():
         layers = schedule[str(depth)]
         references, predictions = model.transcribe("validation", layers)
         scores[strategy] = 100 * word_error_rate(references, predictions)
@@ -123,22 +124,24 @@ def main(argv=None) -> dict:
         if e_name not in stages:
             continue
         e_stage = stages[e_name]
-        candidates = []
-        if "D_interctc_sd" in stages:
-            d_stage = stages["D_interctc_sd"]
-            best, validation = best_strategy_on_validation(d_stage, depth, stage_model("D_interctc_sd"))
-            candidates.append(("D_interctc_sd", "top", None))
-            if best != "top":
-                candidates.append(("D_interctc_sd", best, validation))
-        if "A_baseline" in stages:
-            candidates.append(("A_baseline", "top", None))
         for split in results["test_splits"]:
-            e_layers = e_stage["records"][0]["layers"]
+            # A stage's schedules are kept per reported split ({split: {strategy: {depth: layers}}}); the
+            # data-driven ones were searched on the validation split either way.
+            candidates = []
+            if "D_interctc_sd" in stages:
+                schedules = stages["D_interctc_sd"]["schedules"][split]
+                best, validation = best_strategy_on_validation(schedules, depth, stage_model("D_interctc_sd"))
+                candidates.append(("D_interctc_sd", "top", None))
+                if best != "top":
+                    candidates.append(("D_interctc_sd", best, validation))
+            if "A_baseline" in stages:
+                candidates.append(("A_baseline", "top", None))
+            e_layers = next(r["layers"] for r in e_stage["records"] if r["split"] == split)
             references, e_predictions = stage_model(e_name).transcribe(split, e_layers)
             e_errors, words = utterance_word_errors(references, e_predictions)
             check(results, "E_dedicated", depth, "none", split, 100 * e_errors.sum() / words.sum())
             for name, strategy, validation in candidates:
-                layers = stages[name]["schedules"][strategy][str(depth)]
+                layers = stages[name]["schedules"][split][strategy][str(depth)]
                 refs, predictions = stage_model(name).transcribe(split, layers)
                 if refs != references:
                     raise RuntimeError(f"{name} and {e_name} read different references on {split}")
