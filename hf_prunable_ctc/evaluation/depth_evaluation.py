@@ -9,12 +9,12 @@ every caller, the Trainer, the pruning search and `evaluate_depths.py`, runs whe
 
 import json
 import os
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..modeling_prunable_ctc import PrunableCTCForCTC
-from .metrics import compute_ctc_metrics
+from .metrics import character_error_rate, compute_ctc_metrics, decode_ctc, word_error_rate
 
 
 def default_eval_depths(config) -> List[int]:
@@ -119,10 +119,17 @@ def format_depth_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def subnetwork_error_rates(model, batches, tokenizer, layers: Sequence[int]) -> Dict[str, float]:
     """WER and CER (fractions) of the sub-network running `layers`, over collated batches with labels (moved to
     the model's device)."""
+    references, predictions = subnetwork_transcripts(model, batches, tokenizer, layers)
+    return {"wer": word_error_rate(references, predictions), "cer": character_error_rate(references, predictions)}
+
+
+@torch.no_grad()
+def subnetwork_transcripts(model, batches, tokenizer, layers: Sequence[int]) -> Tuple[List[str], List[str]]:
+    """`(references, predictions)` of the sub-network running `layers` over collated batches with labels, decoded
+    as `compute_ctc_metrics` scores them."""
     pred_rows, label_rows = [], []
     device = model_device(model)
     for batch in batches:
@@ -132,7 +139,7 @@ def subnetwork_error_rates(model, batches, tokenizer, layers: Sequence[int]) -> 
         valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < out.output_lengths[:, None]
         pred_rows.extend(ids.masked_fill(~valid, model.config.pad_token_id).tolist())
         label_rows.extend(batch["labels"].tolist())
-    return compute_ctc_metrics(pad_rows(pred_rows, model.config.pad_token_id), pad_rows(label_rows, -100), tokenizer)
+    return decode_ctc(pad_rows(pred_rows, model.config.pad_token_id), pad_rows(label_rows, -100), tokenizer)
 
 
 def pad_rows(rows: List[List[int]], value: int) -> List[List[int]]:

@@ -133,12 +133,17 @@ def format_report_markdown(report: dict) -> str:
 
 def write_split_report(report: dict, output_dir: str) -> List[str]:
     """Write a further split's report as `depth_report_<split>.json` and `.md` next to the main one."""
+    return _write_report_files(report, output_dir, f"depth_report_{report['split']}")
+
+
+def _write_report_files(report: dict, output_dir: str, stem: str) -> List[str]:
+    """`<stem>.json` (written to a temporary file and renamed: never half a file) and `<stem>.md`."""
     os.makedirs(output_dir, exist_ok=True)
-    json_path = os.path.join(output_dir, f"depth_report_{report['split']}.json")
+    json_path = os.path.join(output_dir, f"{stem}.json")
     with open(json_path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(json_path + ".tmp", json_path)
-    md_path = os.path.join(output_dir, f"depth_report_{report['split']}.md")
+    md_path = os.path.join(output_dir, f"{stem}.md")
     with open(md_path, "w") as f:
         f.write(format_report_markdown(report) + "\n")
     return [json_path, md_path]
@@ -200,13 +205,5 @@ def plot_report(report: dict, similarity, output_dir: str) -> List[str]:
 
 def write_depth_report(report: dict, similarity, output_dir: str) -> List[str]:
     """Write depth_report.json, depth_report.md and the plots into `output_dir` (created); return the paths."""
-    os.makedirs(output_dir, exist_ok=True)
     report = dict(report, svcca_matrix=[[round(float(x), 4) for x in row] for row in similarity])
-    json_path = os.path.join(output_dir, "depth_report.json")
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(json_path + ".tmp", json_path)
-    md_path = os.path.join(output_dir, "depth_report.md")
-    with open(md_path, "w") as f:
-        f.write(format_report_markdown(report) + "\n")
-    return [json_path, md_path] + plot_report(report, similarity, output_dir)
+    return _write_report_files(report, output_dir, "depth_report") + plot_report(report, similarity, output_dir)

@@ -54,6 +54,15 @@ def compute_ctc_metrics(pred_ids: Any, label_ids: Any, tokenizer: Wav2Vec2CTCTok
     Returns:
         ``{"wer": float, "cer": float}`` as fractions.
     """
+    references, predictions = decode_ctc(pred_ids, label_ids, tokenizer)
+    return {
+        "wer": word_error_rate(references, predictions),
+        "cer": character_error_rate(references, predictions),
+    }
+
+
+def decode_ctc(pred_ids: Any, label_ids: Any, tokenizer: Wav2Vec2CTCTokenizer) -> tuple[list[str], list[str]]:
+    """`(references, predictions)` of greedy CTC ids and padded labels, as `compute_ctc_metrics` takes them."""
     pred_ids = np.asarray(pred_ids)
     if pred_ids.ndim == 3:
         pred_ids = pred_ids.argmax(axis=-1)
@@ -64,10 +73,7 @@ def compute_ctc_metrics(pred_ids: Any, label_ids: Any, tokenizer: Wav2Vec2CTCTok
     # skip_special_tokens stays False: True would drop blanks *before* collapsing repeats and merge "L <pad> L".
     predictions = tokenizer.batch_decode(pred_ids.tolist())
     references = tokenizer.batch_decode(label_ids.tolist(), group_tokens=False)
-    return {
-        "wer": word_error_rate(references, predictions),
-        "cer": character_error_rate(references, predictions),
-    }
+    return references, predictions
 
 
 def argmax_logits(logits: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor) -> torch.Tensor:

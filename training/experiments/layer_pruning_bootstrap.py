@@ -21,13 +21,13 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from hf_prunable_ctc import PrunableCTCForCTC
 from hf_prunable_ctc.data.speech_data import collated_batches, load_prepared_split
-from hf_prunable_ctc.evaluation.depth_evaluation import pad_rows
+from hf_prunable_ctc.evaluation.depth_evaluation import subnetwork_transcripts
 from hf_prunable_ctc.evaluation.significance import paired_bootstrap, utterance_word_errors
+from layer_pruning_report import find
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,19 +65,9 @@ class StageModel:
             self._batches[split] = collated_batches(dataset, self.extractor, self.tokenizer)
         return self._batches[split]
 
-    @torch.no_grad()
     def transcribe(self, split: str, layers: list) -> tuple[list, list]:
         """(references, predictions) of `split` running `layers`, decoded as evaluate_depths.py scores them."""
-        pad = self.model.config.pad_token_id
-        predictions, references = [], []
-        for batch in self.batches(split):
-            out = self.model(batch["input_features"], batch["attention_mask"], layers=list(layers))
-            ids = out.logits.argmax(-1)
-            valid = torch.arange(ids.shape[1])[None, :] < out.output_lengths[:, None]
-            predictions += self.tokenizer.batch_decode(ids.masked_fill(~valid, pad).tolist())
-            labels = batch["labels"].masked_fill(batch["labels"] == -100, pad).tolist()
-            references += self.tokenizer.batch_decode(pad_rows(labels, pad), group_tokens=False)
-        return references, predictions
+        return subnetwork_transcripts(self.model, self.batches(split), self.tokenizer, layers)
 
 
 def best_strategy_on_validation(schedules: dict, depth: int, model: StageModel) -> tuple[str, dict]:
@@ -169,12 +159,11 @@ def main(argv=None) -> dict:
 
 def check(results: dict, model: str, depth: int, strategy: str, split: str, wer: float) -> None:
     """The recomputed WER must be the stage's recorded one (same weights, same layers, same scoring)."""
-    recorded = [r["wer"] for r in results["records"] if r["model"] == model and r["depth"] == depth
-                and r["strategy"] == strategy and r["split"] == split]
-    if recorded and abs(recorded[0] - wer) > 0.05:
+    recorded = find(results["records"], model=model, depth=depth, strategy=strategy, split=split)
+    if recorded and abs(recorded["wer"] - wer) > 0.05:
         raise RuntimeError(f"{model} at depth {depth} ({strategy}) on {split}: recomputed WER {wer:.2f} but the "
-                           f"stage recorded {recorded[0]:.2f}: the checkpoint under --runs_dir is not the evaluated "
-                           "one")
+                           f"stage recorded {recorded['wer']:.2f}: the checkpoint under --runs_dir is not the "
+                           "evaluated one")
 
 
 if __name__ == "__main__":
