@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hf_prunable_ctc.evaluation.metrics import word_error_rate
-from hf_prunable_ctc.evaluation.significance import paired_bootstrap, utterance_word_errors
+from hf_prunable_ctc.evaluation.metrics import utterance_word_errors, word_error_rate
+from hf_prunable_ctc.evaluation.significance import paired_bootstrap
 
 
 def test_per_utterance_errors_add_up_to_the_corpus_wer():

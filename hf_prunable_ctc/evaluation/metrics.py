@@ -98,28 +98,49 @@ def make_compute_metrics(tokenizer: Wav2Vec2CTCTokenizer) -> Callable[[EvalPredi
     return compute_metrics
 
 
+def utterance_word_errors(references: Sequence[str], predictions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per utterance: word edits (substitutions + deletions + insertions) and reference words, int arrays ``(n,)``;
+    their sums give `word_error_rate` (with its handling of empty references)."""
+    import jiwer
+
+    return _utterance_edits(references, predictions, jiwer.process_words, lambda text: len(text.split()))
+
+
+def _utterance_edits(references: Sequence[str], predictions: Sequence[str],
+                     align: Callable[[list[str], list[str]], Any], count_units: Callable[[str], int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    # `align` is jiwer.process_words/process_characters; `count_units` counts words/characters of one text.
+    references, predictions = list(references), list(predictions)
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
+    errors = np.zeros(len(references), dtype=np.int64)
+    units = np.zeros(len(references), dtype=np.int64)
+    scored = []
+    for i, (reference, prediction) in enumerate(zip(references, predictions)):
+        if count_units(reference) == 0:
+            errors[i] = count_units(prediction)  # all insertions
+        else:
+            scored.append(i)
+    if scored:
+        out = align([references[i] for i in scored], [predictions[i] for i in scored])
+        for i, chunks in zip(scored, out.alignments):
+            for chunk in chunks:
+                if chunk.type == "insert":
+                    errors[i] += chunk.hyp_end_idx - chunk.hyp_start_idx
+                else:  # equal, substitute, delete: reference units
+                    length = chunk.ref_end_idx - chunk.ref_start_idx
+                    units[i] += length
+                    errors[i] += 0 if chunk.type == "equal" else length
+    return errors, units
+
+
 def _error_rate(
     references: Sequence[str],
     predictions: Sequence[str],
     align: Callable[[list[str], list[str]], Any],
     count_units: Callable[[str], int],
 ) -> float:
-    # `align` is jiwer.process_words/process_characters; `count_units` counts words/characters of one text.
-    references, predictions = list(references), list(predictions)
-    if len(references) != len(predictions):
-        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
-    errors = reference_units = 0
-    scored_references, scored_predictions = [], []
-    for reference, prediction in zip(references, predictions):
-        if count_units(reference) == 0:
-            errors += count_units(prediction)  # all insertions
-        else:
-            scored_references.append(reference)
-            scored_predictions.append(prediction)
-    if scored_references:
-        out = align(scored_references, scored_predictions)
-        errors += out.substitutions + out.deletions + out.insertions
-        reference_units += out.hits + out.substitutions + out.deletions
-    if reference_units == 0:
-        return 0.0 if errors == 0 else 1.0
-    return errors / reference_units
+    errors, units = _utterance_edits(references, predictions, align, count_units)
+    if units.sum() == 0:
+        return 0.0 if errors.sum() == 0 else 1.0
+    return float(errors.sum() / units.sum())

@@ -8,28 +8,8 @@ both corpus WERs on each resample gives a confidence interval for their differen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
-
-
-def utterance_word_errors(references: Sequence[str], predictions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per utterance: word edits (substitutions + deletions + insertions) and reference words, as int arrays
-    ``(n,)``; their sums give the corpus WER of `hf_prunable_ctc.evaluation.metrics.word_error_rate`."""
-    import jiwer
-
-    if len(references) != len(predictions):
-        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
-    errors, words = [], []
-    for reference, prediction in zip(references, predictions):
-        if not reference.split():  # jiwer rejects empty references: every predicted word is an insertion
-            errors.append(len(prediction.split()))
-            words.append(0)
-            continue
-        out = jiwer.process_words(reference, prediction)
-        errors.append(out.substitutions + out.deletions + out.insertions)
-        words.append(len(reference.split()))
-    return np.asarray(errors, dtype=np.int64), np.asarray(words, dtype=np.int64)
 
 
 def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarray, resamples: int = 10_000,

@@ -26,7 +26,8 @@ from transformers import AutoFeatureExtractor, AutoTokenizer
 from hf_prunable_ctc import PrunableCTCForCTC
 from hf_prunable_ctc.data.speech_data import collated_batches, load_prepared_split
 from hf_prunable_ctc.evaluation.depth_evaluation import subnetwork_transcripts
-from hf_prunable_ctc.evaluation.significance import paired_bootstrap, utterance_word_errors
+from hf_prunable_ctc.evaluation.metrics import utterance_word_errors
+from hf_prunable_ctc.evaluation.significance import paired_bootstrap
 from layer_pruning_report import find
 
 ROOT = Path(__file__).resolve().parents[2]
