@@ -81,8 +81,11 @@ def test_full_recipe_plans_the_issue_models_from_one_shared_recipe():
 def test_optional_models_behind_flags():
     recipe = layer_pruning.load_recipe(layer_pruning.FULL_RECIPE)
     stages = {s.name: s for s in layer_pruning.plan_stages(recipe, with_dedicated_interctc=True,
-                                                           with_selfcond=True)}
+                                                           with_selfcond=True, with_every_layer_interctc=True)}
     assert stages["F_selfcond_sd"].model_config["self_conditioning"] is True
+    every = stages["G_interctc_every_sd"].model_config
+    assert every["interctc_layers"] == [1, 2, 3, 4, 5, 6, 7]
+    assert every["stochastic_depth_rate"] == 0.2 and every["interctc_weight"] == 0.5
     assert stages["E_dedicated_interctc_d2"].model_config["interctc_layers"] == [1]
     assert stages["E_dedicated_interctc_d6"].model_config["interctc_layers"] == [2, 4]
     assert stages["E_dedicated_interctc_d4"].model == "E_dedicated_interctc"

@@ -12,6 +12,8 @@ Models (all trained from scratch with the same steps, optimiser and SpecAugment,
     E_dedicated         plain CTC models trained at each of the recipe's `dedicated_depths` on their own
     E_dedicated_interctc  (--with_dedicated_interctc) the same with intermediate CTC
     F_selfcond_sd       (--with_selfcond) D + self-conditioned CTC
+    G_interctc_every_sd (--with_every_layer_interctc) D with intermediate CTC after every layer, so that every
+                        depth's exit is trained directly (the follow-up the first results pointed to)
 
 This is a recipe on the package, not a second training stack: every stage runs `training/train.py STAGE.json`
 and `training/evaluate_depths.py` as subprocesses, with a stage recipe JSON that spells out every argument.
@@ -115,7 +117,8 @@ def dedicated_interctc_layers(full_layers: list, depth: int) -> list:
     return below or ([max(1, depth // 2)] if depth > 1 else [])
 
 
-def plan_stages(recipe: dict, with_dedicated_interctc: bool = False, with_selfcond: bool = False) -> list:
+def plan_stages(recipe: dict, with_dedicated_interctc: bool = False, with_selfcond: bool = False,
+                with_every_layer_interctc: bool = False) -> list:
     """The stages in the order they run: D and E first (the claim), then A, B, C (which ingredient does what)."""
     base = dict(recipe["model_config"])
     depth = base["num_hidden_layers"]
@@ -141,6 +144,11 @@ def plan_stages(recipe: dict, with_dedicated_interctc: bool = False, with_selfco
                                      interctc_weight=base["interctc_weight"] if layers else 0.0, **no_sd)))
     if with_selfcond:
         stages.append(Stage("F_selfcond_sd", "F_selfcond_sd", depth, dict(base, self_conditioning=True), strategies))
+    if with_every_layer_interctc:
+        # Same weight as D, spread over every exit: tests whether D's weak shallow exits come from being trained
+        # at only a few positions.
+        stages.append(Stage("G_interctc_every_sd", "G_interctc_every_sd", depth,
+                            dict(base, interctc_layers=list(range(1, depth))), strategies))
     return stages
 
 
@@ -437,6 +445,8 @@ def parse_args(argv=None):
     parser.add_argument("--with_dedicated_interctc", action="store_true",
                         help="also train E_dedicated_interctc (dedicated depths with intermediate CTC)")
     parser.add_argument("--with_selfcond", action="store_true", help="also train F_selfcond_sd")
+    parser.add_argument("--with_every_layer_interctc", action="store_true",
+                        help="also train G_interctc_every_sd (D with intermediate CTC after every layer)")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="device for training and evaluation (default: cuda when available)")
     parser.add_argument("--threads", type=int,
@@ -479,7 +489,8 @@ def select_stages(stages: list, models: str | None) -> list:
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise ExperimentError(f"--models: unknown {unknown}; choose from {sorted(known)} (F_selfcond_sd needs "
-                              "--with_selfcond, E_dedicated_interctc --with_dedicated_interctc)")
+                              "--with_selfcond, E_dedicated_interctc --with_dedicated_interctc, "
+                              "G_interctc_every_sd --with_every_layer_interctc)")
     return [s for s in stages if s.name in wanted or s.model in wanted]
 
 
@@ -506,7 +517,7 @@ def main(argv=None) -> int:
     corpus = describe_corpus(data_dir, ["train", "validation", *test_splits], corpus_seed(data_dir, args.corpus_seed),
                              subset)
     fingerprint = fingerprint_of(corpus, recipe, test_splits)
-    stages = plan_stages(recipe, args.with_dedicated_interctc, args.with_selfcond)
+    stages = plan_stages(recipe, args.with_dedicated_interctc, args.with_selfcond, args.with_every_layer_interctc)
     experiment = {"corpus": corpus, "recipe": dict(recipe, path=os.path.relpath(Path(recipe_path).resolve(), ROOT)),
                   "test_splits": test_splits, "fingerprint": fingerprint,
                   "command": " ".join(["python", "training/experiments/layer_pruning.py", *(argv or sys.argv[1:])])}

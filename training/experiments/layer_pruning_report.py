@@ -18,15 +18,18 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PRUNED_MODELS = ("A_baseline", "B_interctc", "C_stochastic_depth", "D_interctc_sd", "F_selfcond_sd")
+PRUNED_MODELS = ("A_baseline", "B_interctc", "C_stochastic_depth", "D_interctc_sd", "F_selfcond_sd",
+                 "G_interctc_every_sd")
 DEDICATED_MODELS = ("E_dedicated", "E_dedicated_interctc")
 ALL_MODELS = PRUNED_MODELS + DEDICATED_MODELS
 MODEL_LABELS = {
     "A_baseline": "A plain CTC", "B_interctc": "B interCTC", "C_stochastic_depth": "C stoch. depth",
     "D_interctc_sd": "D interCTC + SD", "F_selfcond_sd": "F self-cond + SD",
+    "G_interctc_every_sd": "G interCTC every layer + SD",
     "E_dedicated": "E trained at that depth", "E_dedicated_interctc": "E + interCTC",
 }
 CLAIM = "D_interctc_sd"
+FOLLOW_UPS = ("F_selfcond_sd", "G_interctc_every_sd")  # variants of D, shown next to it where they ran
 HEADLINE_BASELINE = "E_dedicated"
 
 
@@ -84,6 +87,10 @@ def claim_table(records: list, split: str) -> list:
     if has_interctc_e:
         head += " E with interCTC: WER % | D top vs E with interCTC |"
         rule += "---:|---:|"
+    follow_ups = [m for m in FOLLOW_UPS if any(r["model"] == m and r["split"] == split for r in records)]
+    for model in follow_ups:
+        head += f" {MODEL_LABELS[model]} pruned, top: WER % (vs E) |"
+        rule += "---:|"
     head += " A pruned, top: WER % (vs E) |"
     rule += "---:|"
     lines = [head, rule]
@@ -101,6 +108,9 @@ def claim_table(records: list, split: str) -> list:
             ei = find(records, model="E_dedicated_interctc", depth=depth, split=split)
             cells += [f"{ei['wer']:.1f}" if ei else "not run yet",
                       relative(top["wer"], ei["wer"]) if ei and top else ""]
+        for model in follow_ups:
+            r = find(records, model=model, depth=depth, strategy="top", split=split)
+            cells.append(f"{r['wer']:.1f} ({relative(r['wer'], e['wer'])})" if r else "not run yet")
         cells.append(f"{a_top['wer']:.1f} ({relative(a_top['wer'], e['wer'])})" if a_top else "not run yet")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
