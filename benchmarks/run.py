@@ -84,12 +84,20 @@ def flops(model, features, mask, **kwargs) -> int:
     return int(counter.get_total_flops())
 
 
-def random_audio(seconds: float, seed: int = 0) -> np.ndarray:
-    """Speech-like test signal: a gliding tone plus noise (content does not change the model's cost)."""
-    t = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
-    pitch = 150 + 80 * np.sin(2 * np.pi * 0.5 * t)
-    tone = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / SAMPLING_RATE)
-    return (tone + 0.02 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
+def speech_audio(seconds: float) -> np.ndarray:
+    """Real speech for end-to-end timings: the bundled test utterances (`data/reference_test_subset`) joined in order
+    and cut to `seconds`. Decoding costs more the more non-blank frames a model emits, and a test tone makes the
+    reference model emit far more of them than speech does."""
+    import csv
+
+    from hf_prunable_ctc.data.audio import load_audio
+
+    needed, parts = int(seconds * SAMPLING_RATE), []
+    for row in csv.DictReader(open(TEST_SUBSET / "metadata.csv")):
+        parts.append(load_audio(TEST_SUBSET / row["file_name"]))
+        if sum(len(part) for part in parts) >= needed:
+            return np.concatenate(parts)[:needed].astype(np.float32)
+    raise RuntimeError(f"{TEST_SUBSET} holds less than {seconds} s of speech")
 
 
 # --- sections ---------------------------------------------------------------------------------------------------
@@ -108,8 +116,10 @@ def depth_scaling(args) -> dict:
     depths = [1, num_layers // 2, num_layers] if args.quick else list(range(1, num_layers + 1))
     schedule = model.pruning_schedule()
     pruned = {k: copy.deepcopy(model).prune_to(k) if k < num_layers else model for k in depths}
-    audio = random_audio(args.seconds)
-    out = {"model": str(REFERENCE_MODEL.relative_to(ROOT)), "audio_seconds": args.seconds, "batches": {}}
+    audio = speech_audio(args.seconds)
+    out = {"model": str(REFERENCE_MODEL.relative_to(ROOT)), "audio_seconds": args.seconds,
+           "audio": f"speech: the bundled test utterances ({TEST_SUBSET.relative_to(ROOT)}) joined and cut to "
+                    f"{args.seconds:g} s", "batches": {}}
 
     for batch_size in args.batch_sizes:
         batch = fast([audio] * batch_size, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
@@ -416,8 +426,8 @@ def write_markdown(results: dict, path: Path) -> None:
     ds = results.get("depth_scaling")
     if ds and "error" not in ds:
         section_env = ds.get("environment", env)
-        lines += ["## Depth scaling (reference model, 10 s of audio)", "",
-                  f"Measured with `{section_env['command'].strip()}` ({section_env.get('clock', 'wall')} clock, "
+        lines += [f"## Depth scaling (reference model, {ds['audio_seconds']:g} s of audio)", "",
+                  f"Audio: {ds.get('audio', 'a test tone with noise')}. Measured with `{section_env['command'].strip()}` ({section_env.get('clock', 'wall')} clock, "
                   f"{section_env['threads']} torch threads, load average {section_env['load_average_at_start']:.1f} "
                   "at start). End to end: audio in, text out, through `pipeline(\"automatic-speech-recognition\")` "
                   "with a pruned copy per depth, timed in the same interleaved loop as that copy alone; \"beyond "

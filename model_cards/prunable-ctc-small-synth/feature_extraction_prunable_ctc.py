@@ -27,6 +27,7 @@ What it adds over the stock class (every entry point that uses the extractor get
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -83,7 +84,9 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         self.normalize_vars = normalize_vars
         self.return_attention_mask = True
         # `mel_filters` and `window` are the names `FeatureExtractionMixin.to_dict` leaves out of the saved config.
-        self.mel_filters = torch.from_numpy(
+        # The filters carry Kaldi's 16-bit amplitude scale (KALDI_SCALE**2 on power, a power of two, so exactly the
+        # same energies as scaling the samples) to save a pass over the waveform.
+        self.mel_filters = KALDI_SCALE**2 * torch.from_numpy(
             mel_filter_bank(
                 num_frequency_bins=FFT_LENGTH // 2 + 1,
                 num_mel_filters=num_mel_bins,
@@ -104,23 +107,24 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
     def fbank(self, waveform: torch.Tensor) -> torch.Tensor:
         """Log-mel energies of one utterance: `waveform` ``(num_samples,)`` float in [-1, 1] ->
         ``(num_frames(num_samples), num_mel_bins)`` float32, not normalised."""
-        waveform = waveform.to(torch.float32) * KALDI_SCALE
+        waveform = waveform.to(torch.float32)
         if waveform.shape[0] < WIN_LENGTH:
             return waveform.new_zeros((0, self.num_mel_bins))
         frames = waveform.unfold(0, WIN_LENGTH, HOP_LENGTH)  # (frames, WIN_LENGTH), a view
-        if self.dither != 0.0:
-            frames = frames + self.dither * torch.randn_like(frames)
+        if self.dither != 0.0:  # `dither` is in 16-bit units, the samples in [-1, 1]
+            frames = frames + (self.dither / KALDI_SCALE) * torch.randn_like(frames)
         # Kaldi's per-frame steps, written into one zero-padded FFT buffer with as few intermediate tensors as
-        # possible (allocating them cost as much as the FFT itself): remove the frame's mean (remove_dc_offset),
-        # pre-emphasise (x[0] *= 1 - a, x[n] -= a * x[n-1]), window.
-        frames = frames - frames.mean(dim=1, keepdim=True)
+        # possible (allocating them cost as much as the FFT itself): remove the frame's mean m (remove_dc_offset),
+        # pre-emphasise (x[0] *= 1 - a, x[n] -= a * x[n-1]), window. Both first steps are linear, so the mean is
+        # taken out after pre-emphasis, where it is (1 - a) * m at every sample, with no centred copy of the frames.
+        mean = frames.mean(dim=1, keepdim=True)
         padded = frames.new_zeros((frames.shape[0], FFT_LENGTH))
         body = padded[:, :WIN_LENGTH]
         torch.sub(frames[:, 1:], frames[:, :-1], alpha=PREEMPHASIS, out=body[:, 1:])
         torch.mul(frames[:, :1], 1 - PREEMPHASIS, out=body[:, :1])
-        body.mul_(self.window)
+        body.sub_(mean, alpha=1 - PREEMPHASIS).mul_(self.window)
         spectrum = torch.fft.rfft(padded)  # (frames, FFT_LENGTH // 2 + 1)
-        power = spectrum.real.square().add_(spectrum.imag.square())
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
         return torch.matmul(power, self.mel_filters).clamp_(min=MEL_FLOOR).log_()
 
     def normalize_utterance(self, features: torch.Tensor) -> torch.Tensor:
@@ -131,7 +135,9 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         if self.normalize_means:
             features = features - features.mean(dim=0)
         if self.normalize_vars:
-            std = features.std(dim=0, unbiased=False)  # population std, as numpy's default in the stock class
+            # Population std, as numpy's default in the stock class, from means over frames: `Tensor.std(dim=0)`
+            # takes 0.6 ms for 10 s of features on one thread, two `mean(dim=0)` passes a tenth of that.
+            std = features.square().mean(dim=0).sqrt() if self.normalize_means else features.std(dim=0, unbiased=False)
             # A constant bin leaves float32 rounding residue (std ~1e-7) that dividing would blow up to +-1 noise;
             # a real log-mel bin varies by far more than CONSTANT_BIN_STD over an utterance.
             constant = std < CONSTANT_BIN_STD
@@ -208,7 +214,9 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
                 f"got shape {tuple(samples.shape)}"
             )
         samples = _scale_pcm(samples)
-        if not bool(torch.isfinite(samples).all()):
+        # A sum is NaN or Inf exactly when a sample is (float32 cannot overflow on audio in [-1, 1]), and costs a
+        # thirtieth of `isfinite(...).all()`, which allocates a mask as large as the audio.
+        if not math.isfinite(float(samples.sum())):
             bad = int((~torch.isfinite(samples)).sum())
             raise ValueError(
                 f"audio contains {bad} NaN or Inf samples: clean or drop the recording (the model would return a "
