@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -278,3 +279,27 @@ def test_sigterm_stops_the_training_child_and_records_the_stopped_attempt(tmp_pa
     assert attempts[0]["wall_s"] > 0 and attempts[0]["device"]
     assert processes_mentioning(str(tmp_path)) == []  # the train.py child was stopped with the driver
     assert not (tmp_path / "results" / "stages" / "E_dedicated_d1.json").exists()
+
+
+def test_a_running_attempt_is_on_disk_so_a_hard_kill_keeps_its_time(tmp_path, monkeypatch):
+    # SIGKILL or a session's end gives the driver no chance to record anything: the attempt must already be in
+    # attempts.json, with its wall time kept up to date, while the child runs.
+    monkeypatch.setattr(layer_pruning, "HEARTBEAT_S", 0.2)
+    where = {"host": "test", "device": "CPU"}
+    command = [sys.executable, "-c", "import time; time.sleep(2.5)"]
+    runner = threading.Thread(target=layer_pruning.run_logged, args=(command, tmp_path, "train", where, "sleep"))
+    runner.start()
+    path = tmp_path / "attempts.json"
+    deadline = time.monotonic() + 30
+    seen = []
+    while runner.is_alive() and time.monotonic() < deadline:
+        if path.is_file():
+            seen = json.loads(path.read_text())
+        time.sleep(0.1)
+        if seen and seen[0]["outcome"] == "running" and seen[0]["wall_s"] >= 0.8:
+            break
+    assert seen and seen[0]["outcome"] == "running" and seen[0]["wall_s"] >= 0.8, seen
+    runner.join(timeout=30)
+    attempts = json.loads(path.read_text())
+    assert [(a["activity"], a["outcome"]) for a in attempts] == [("train", "finished")]
+    assert attempts[0]["wall_s"] >= 2.5

@@ -52,6 +52,7 @@ FULL_RECIPE = EXPERIMENTS / "layer_pruning.json"
 QUICK_RECIPE = EXPERIMENTS / "layer_pruning_quick.json"
 TRAIN_SCRIPT = ROOT / "training" / "train.py"
 EVALUATE_SCRIPT = ROOT / "training" / "evaluate_depths.py"
+HEARTBEAT_S = 60  # how often a running attempt's wall time is written to attempts.json
 DEMO_CORPUS = ROOT / "data" / "demo"
 DEMO_CORPUS_SEED = 0  # data/demo was made with `make_corpus.py --demo`, whose seed is 0 (data/demo/README.md)
 RECIPE_KEYS = {"description", "model_config", "training", "data", "dedicated_depths", "evaluation"}
@@ -289,8 +290,15 @@ def run_logged(command: list, run_dir: Path, activity: str, where: dict, what: s
         log.write(f"\n===== {now()} {' '.join(command)}\n")
         log.flush()
         child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        # Recorded as "running" and brought up to date every HEARTBEAT_S, so that an attempt killed with no chance
+        # to clean up (SIGKILL, a session's end, a power cut) still counts its time in the cost table.
+        attempt = record_attempt(run_dir, activity, 0.0, where, "running")
         try:
-            returncode = child.wait()
+            while returncode is None:
+                try:
+                    returncode = child.wait(timeout=HEARTBEAT_S)
+                except subprocess.TimeoutExpired:
+                    record_attempt(run_dir, activity, time.perf_counter() - start, where, "running", attempt)
         finally:
             if child.poll() is None:
                 child.terminate()
@@ -298,7 +306,8 @@ def run_logged(command: list, run_dir: Path, activity: str, where: dict, what: s
                     child.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     child.kill()
-            record_attempt(run_dir, activity, time.perf_counter() - start, where, returncode)
+            outcome = "finished" if returncode == 0 else "stopped" if returncode is None else f"exit code {returncode}"
+            record_attempt(run_dir, activity, time.perf_counter() - start, where, outcome, attempt)
     if returncode != 0:
         raise ExperimentError(f"{what} failed (exit code {returncode}); its output is in {log_path}")
 
@@ -313,14 +322,20 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def record_attempt(run_dir: Path, activity: str, seconds: float, where: dict, returncode) -> None:
-    """Append one attempt (activity, wall seconds, where, outcome) to <run_dir>/attempts.json."""
+def record_attempt(run_dir: Path, activity: str, seconds: float, where: dict, outcome: str,
+                   index: int | None = None) -> int:
+    """Append one attempt (activity, wall seconds, where, outcome) to <run_dir>/attempts.json, or update the one at
+    `index`; returns its index. An attempt left "running" by a process that died was interrupted at that time."""
     path = run_dir / "attempts.json"
     attempts = json.loads(path.read_text()) if path.is_file() else []
-    attempts.append({"activity": activity, "wall_s": round(seconds, 1), "ended": now(),
-                     "outcome": "finished" if returncode == 0 else
-                     ("stopped" if returncode is None else f"exit code {returncode}"), **where})
+    entry = {"activity": activity, "wall_s": round(seconds, 1), "ended": now(), "outcome": outcome, **where}
+    if index is None:
+        attempts.append(entry)
+        index = len(attempts) - 1
+    else:
+        attempts[index] = entry
     write_json_atomically(path, attempts)
+    return index
 
 
 def check_same_experiment(path: Path, fingerprint: str, what: str) -> None:

@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
                 candidates.append(("D_interctc_sd", "top", None))
                 if best != "top":
                     candidates.append(("D_interctc_sd", best, validation))
-            candidates += [(name, "top", None) for name in ("G_interctc_every_sd", "F_selfcond_sd", "A_baseline")
+            candidates += [(name, "top", None) for name in ("G_interctc_every_sd", "F_selfcond_sd", "B_interctc",
+                                                            "C_stochastic_depth", "A_baseline")
                            if name in stages]
             e_layers = next(r["layers"] for r in e_stage["records"] if r["split"] == split)
             references, e_predictions = stage_model(e_name).transcribe(split, e_layers)
