@@ -63,6 +63,7 @@ def test_default_config_is_off_and_changes_nothing():
     ("reverb_rooms", 0, r"reverb_rooms: must be an integer >= 1"),
     ("long_form_utterances", 1, r"long_form_utterances: must be an integer >= 2"),
     ("noise_dir", "/no/such/folder", r"noise_dir: is not a folder"),
+    ("length_draws", "epoch", r"length_draws: must be one of \('utterance', 'batch'\)"),
 ])
 def test_check_values_names_field_and_range(field, value, message):
     with pytest.raises(ValueError, match=rf"AugmentationConfig\.{message}"):
@@ -212,6 +213,26 @@ def test_join_batch_joins_a_share_of_batches_keeping_order():
     assert sum(map(len, waveforms)) == sum(map(len, clips)) + pauses
     never = WaveformAugmentation(AugmentationConfig(long_form_probability=0.0))
     assert never.join_batch(clips, texts)[1] == texts
+
+
+def test_length_draws_per_batch_keep_equal_clips_equally_long():
+    # group_by_length puts clips of about the same length in one batch; per-utterance speed and silence draws undo
+    # that (the padding cost 1.5x the frames on the 6-hour corpus), per-batch draws keep it.
+    settings = dict(speed_probability=1.0, silence_probability=1.0, silence_s=[0.0, 1.0], seed=3)
+    clips = [_tone(1.0) for _ in range(8)]
+    texts = ["A"] * 8
+    per_batch = WaveformAugmentation(AugmentationConfig(length_draws="batch", **settings))
+    batch_lengths = set()
+    for _ in range(3):
+        waveforms, _ = per_batch.join_batch(clips, texts)
+        lengths = {len(per_batch(clip, SR)) for clip in waveforms}
+        assert len(lengths) == 1  # one speed factor and one pair of silences for the whole batch
+        batch_lengths |= lengths
+        assert lengths.pop() > len(clips[0]) * 0.9 - 1
+    assert len(batch_lengths) > 1  # and new ones for the next batch
+    per_utterance = WaveformAugmentation(AugmentationConfig(**settings))
+    waveforms, _ = per_utterance.join_batch(clips, texts)
+    assert len({len(per_utterance(clip, SR)) for clip in waveforms}) > 1
 
 
 # -------------------------------------------------------------------------------------------------------- chain

@@ -242,8 +242,10 @@ def main(argv=None):
     collator = DataCollatorCTCWithPadding(
         feature_extractor=feature_extractor, tokenizer=tokenizer,
         waveform_transform=augmentation if augmentation is not None and augmentation.config.enabled else None,
+        # join_batch also draws the per-batch speed and silences when length_draws is "batch".
         batch_transform=(augmentation.join_batch if augmentation is not None
-                         and augmentation.config.long_form_probability > 0 else None))
+                         and (augmentation.config.long_form_probability > 0
+                              or augmentation.config.length_draws == "batch") else None))
     trainer = PerDepthCTCTrainer(
         model=model,
         args=training_args,

