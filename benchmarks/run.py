@@ -427,7 +427,8 @@ def write_markdown(results: dict, path: Path) -> None:
     if ds and "error" not in ds:
         section_env = ds.get("environment", env)
         lines += [f"## Depth scaling (reference model, {ds['audio_seconds']:g} s of audio)", "",
-                  f"Audio: {ds.get('audio', 'a test tone with noise')}. Measured with `{section_env['command'].strip()}` ({section_env.get('clock', 'wall')} clock, "
+                  f"Audio: {ds.get('audio', 'a test tone with noise')}. Measured with "
+                  f"`{section_env['command'].strip()}` ({section_env.get('clock', 'wall')} clock, "
                   f"{section_env['threads']} torch threads, load average {section_env['load_average_at_start']:.1f} "
                   "at start). End to end: audio in, text out, through `pipeline(\"automatic-speech-recognition\")` "
                   "with a pruned copy per depth, timed in the same interleaved loop as that copy alone; \"beyond "

@@ -627,8 +627,9 @@ class WaveformAugmentation:
         config, rng = self.config, self.rng
         if not np.all(np.isfinite(waveform)):
             raise ValueError("waveform holds NaN or infinite samples")
-        # Per batch (after join_batch) or per utterance, in the order the per-utterance draws have always had.
-        batch = self._batch_lengths if config.length_draws == "batch" else None
+        # Per batch (join_batch sets them when length_draws is "batch") or per utterance, in the order the
+        # per-utterance draws have always had.
+        batch = self._batch_lengths
         speed = batch["speed"] if batch else self._draw_speed()
         if speed is not None:
             waveform = speed_perturb(waveform, sampling_rate, speed)

@@ -28,7 +28,7 @@ from hf_prunable_ctc.data.speech_data import collated_batches, load_prepared_spl
 from hf_prunable_ctc.evaluation.depth_evaluation import subnetwork_transcripts
 from hf_prunable_ctc.evaluation.metrics import utterance_word_errors
 from hf_prunable_ctc.evaluation.significance import paired_bootstrap
-from layer_pruning_report import find
+from layer_pruning_report import CLAIM, PRUNED_MODELS, find
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,15 +119,14 @@ def main(argv=None) -> dict:
             # A stage's schedules are kept per reported split ({split: {strategy: {depth: layers}}}); the
             # data-driven ones were searched on the validation split either way.
             candidates = []
-            if "D_interctc_sd" in stages:
-                schedules = stages["D_interctc_sd"]["schedules"][split]
-                best, validation = best_strategy_on_validation(schedules, depth, stage_model("D_interctc_sd"))
-                candidates.append(("D_interctc_sd", "top", None))
+            if CLAIM in stages:
+                schedules = stages[CLAIM]["schedules"][split]
+                best, validation = best_strategy_on_validation(schedules, depth, stage_model(CLAIM))
+                candidates.append((CLAIM, "top", None))
                 if best != "top":
-                    candidates.append(("D_interctc_sd", best, validation))
-            candidates += [(name, "top", None) for name in ("G_interctc_every_sd", "F_selfcond_sd", "B_interctc",
-                                                            "C_stochastic_depth", "A_baseline")
-                           if name in stages]
+                    candidates.append((CLAIM, best, validation))
+            # Every other pruned model the report knows, with the schedule that needs no search.
+            candidates += [(name, "top", None) for name in PRUNED_MODELS if name != CLAIM and name in stages]
             e_layers = next(r["layers"] for r in e_stage["records"] if r["split"] == split)
             references, e_predictions = stage_model(e_name).transcribe(split, e_layers)
             e_errors, words = utterance_word_errors(references, e_predictions)
