@@ -43,6 +43,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert rows["8"]["ideal_speedup"] == pytest.approx(1.0)
     assert rows["1"]["ideal_speedup"] > 3  # 8 layers vs 1: the layers dominate the FLOPs
     assert {"end_to_end_speedup", "end_to_end_over_model_speedup"} <= set(batches["1"]["1"])
+    for row in batches["1"].values():  # the model clocked inside the pipeline call is part of that call
+        assert 0 < row["seconds_model_in_pipeline"] < row["seconds_end_to_end"]
 
     for encoder_type in ("conformer", "transformer"):
         entry = on_disk["peers"]["results"][encoder_type]
@@ -60,3 +62,18 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
         assert wer["onnx_fp32"] == wer["eager"] and 0 <= wer["onnx_int8"]["wer"] <= 200
     markdown = (tmp_path / "README.md").read_text()
     assert "## Depth scaling" in markdown and "## Peers" in markdown and "## Memory" in markdown
+
+
+def test_time_interleaved_times_steady_calls_and_inner_parts():
+    run = _load_run()
+    calls = []
+
+    def measured():
+        calls.append("a")
+        return 0.25  # seconds of an inner part, as the end-to-end calls return the model's forward
+
+    times = run.time_interleaved({"a": measured, "b": lambda: calls.append("b")}, repeats=2, warmup=1,
+                                 calls_per_turn=3)
+    # warm-up once each, then per repeat three calls in a row of each (interleaved a, a, a, b, b, b)
+    assert calls == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2
+    assert set(times) == {"a", "b", "a:inner"} and times["a:inner"] == 0.25
