@@ -121,6 +121,61 @@ def speech_audio(seconds: float) -> np.ndarray:
     raise RuntimeError(f"{TEST_SUBSET} holds less than {seconds} s of speech")
 
 
+END_TO_END_PATHS = {
+    "pipeline": 'pipeline("automatic-speech-recognition")',
+    "prunable_pipeline": "hf_prunable_ctc.runtime.asr_pipeline.prunable_asr_pipeline",
+    "transcribe": "what `hf-prunable-ctc transcribe` does per file: extractor, model, CTCTextDecoder",
+}
+
+
+def end_to_end_paths(tokenizer, extractor) -> dict[str, Callable]:
+    """For each of END_TO_END_PATHS, a function model -> (audio -> text) that returns instead the seconds the
+    model's forward took inside that call (see `time_forward`)."""
+    from transformers import pipeline
+
+    from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
+    from hf_prunable_ctc.runtime.ctc_text import CTCTextDecoder
+
+    decode = CTCTextDecoder(tokenizer)
+
+    def timed(model, transcribe):
+        forward_seconds = time_forward(model)
+        return lambda audio: (transcribe(audio), forward_seconds())[1]
+
+    def direct(model):
+        def transcribe(audio):
+            inputs = extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+            return decode(model(**inputs).logits[0].argmax(-1))
+        return timed(model, transcribe)
+
+    return {
+        "pipeline": lambda model: timed(model, pipeline("automatic-speech-recognition", model=model,
+                                                        tokenizer=tokenizer, feature_extractor=extractor)),
+        "prunable_pipeline": lambda model: timed(model, prunable_asr_pipeline(model, tokenizer=tokenizer,
+                                                                              feature_extractor=extractor)),
+        "transcribe": direct,
+    }
+
+
+def end_to_end_rows(times: dict[str, float], path: str, depths: list[int]) -> dict[int, dict]:
+    """Per depth: end-to-end seconds and speed-up, the model's seconds and speed-up inside those calls, their ratio,
+    and what a call costs beyond the model against the most it may cost for a ratio >= 0.8."""
+    full_depth = depths[-1]
+    full_model, full_total = times[f"{path}={full_depth}:inner"], times[f"{path}={full_depth}"]
+    rows = {}
+    for k in depths:
+        model_seconds, total = times[f"{path}={k}:inner"], times[f"{path}={k}"]
+        model_speedup, speedup = full_model / model_seconds, full_total / total
+        # (F + M_full) / (F + M_k) >= 0.8 M_full / M_k  <=>  F <= 0.2 M_full M_k / (0.8 M_full - M_k).
+        limit = 0.8 * full_model - model_seconds
+        rows[k] = {"seconds_end_to_end": total, "seconds_model_in_pipeline": model_seconds,
+                   "model_speedup_in_pipeline": model_speedup, "end_to_end_speedup": speedup,
+                   "end_to_end_over_model_speedup": speedup / model_speedup,
+                   "seconds_beyond_model": total - model_seconds,
+                   "seconds_beyond_model_allowed": 0.2 * full_model * model_seconds / limit if limit > 0 else None}
+    return rows
+
+
 # --- sections ---------------------------------------------------------------------------------------------------
 
 
@@ -163,19 +218,17 @@ def depth_scaling(args) -> dict:
             }
             rows[k]["measured_over_ideal"] = rows[k]["measured_speedup"] / rows[k]["ideal_speedup"]
         if batch_size == 1:
-            # End to end: raw audio in, text out, through the pipeline, each depth a pruned copy. The model's
-            # forward is clocked inside the same calls, so what a call costs beyond the model (features, decoding,
-            # the pipeline) and the model's own speed-up come from the very calls timed end to end: timing the
-            # model alone in other calls put the machine's noise (several ms on this shared one) into the difference.
-            pipes = {k: pipeline("automatic-speech-recognition", model=copy.deepcopy(pruned[k]), tokenizer=tokenizer,
-                                 feature_extractor=fast) for k in depths}
-            forward_seconds = {k: time_forward(pipes[k].model) for k in depths}
-
-            def end_to_end(k):
-                pipes[k](audio)
-                return forward_seconds[k]()
-
-            calls = {f"e2e={k}": (lambda k=k: end_to_end(k)) for k in depths}
+            # End to end: raw audio in, text out, each depth a pruned copy, along three paths: Transformers'
+            # pipeline, our PrunableASRPipeline, and what `transcribe` does per file (extractor, model, decoder).
+            # The model's forward is clocked inside the same calls, so what a call costs beyond the model (features,
+            # decoding, the pipeline) and the model's own speed-up come from the very calls timed end to end: timing
+            # the model alone in other calls put the machine's noise (several ms on this shared one) into the
+            # difference.
+            calls = {}
+            for path, build in end_to_end_paths(tokenizer, fast).items():
+                for k in depths:
+                    run_audio = build(copy.deepcopy(pruned[k]))
+                    calls[f"{path}={k}"] = (lambda run_audio=run_audio: run_audio(audio))
             stock_pipes = {k: pipeline("automatic-speech-recognition", model=pruned[k], tokenizer=tokenizer,
                                        feature_extractor=stock) for k in (depths[0], depths[-1])}
             calls.update({f"e2e_stock={k}": (lambda k=k: stock_pipes[k](audio)) for k in stock_pipes})
@@ -183,21 +236,9 @@ def depth_scaling(args) -> dict:
             calls["features_stock"] = lambda: stock(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
             with torch.inference_mode():
                 times = time_interleaved(calls, args.repeats, args.warmup, args.calls_per_turn)
-            full = times[f"e2e={num_layers}:inner"]
-            for k in depths:
-                model_seconds = times[f"e2e={k}:inner"]
-                model_speedup = full / model_seconds
-                rows[k]["seconds_end_to_end"] = times[f"e2e={k}"]
-                rows[k]["seconds_model_in_pipeline"] = model_seconds
-                rows[k]["model_speedup_in_pipeline"] = model_speedup
-                rows[k]["end_to_end_speedup"] = times[f"e2e={num_layers}"] / times[f"e2e={k}"]
-                rows[k]["end_to_end_over_model_speedup"] = rows[k]["end_to_end_speedup"] / model_speedup
-                # What a call costs beyond the model, and the most it may cost for end-to-end >= 0.8 x model-only
-                # speed-up at this depth:
-                # (F + M_full) / (F + M_k) >= 0.8 M_full / M_k  <=>  F <= 0.2 M_full M_k / (0.8 M_full - M_k).
-                rows[k]["seconds_beyond_model"] = times[f"e2e={k}"] - model_seconds
-                limit = 0.8 * full - model_seconds
-                rows[k]["seconds_beyond_model_allowed"] = 0.2 * full * model_seconds / limit if limit > 0 else None
+            out["end_to_end"] = {path: end_to_end_rows(times, path, depths) for path in END_TO_END_PATHS}
+            for k in depths:  # the pipeline's numbers in the depth table, as before
+                rows[k].update(out["end_to_end"]["pipeline"][k])
             low, high = depths[0], depths[-1]
             out["stock_extractor_end_to_end"] = {
                 "seconds": {low: times[f"e2e_stock={low}"], high: times[f"e2e_stock={high}"]},
@@ -484,6 +525,23 @@ def write_markdown(results: dict, path: Path) -> None:
                 lines.append(f"| {depth} | {1000 * r['seconds_num_layers']:.1f} | {1000 * r['seconds_pruned']:.1f} | "
                              f"{r['measured_speedup']:.2f} | {r['ideal_speedup']:.2f} | {r['measured_over_ideal']:.2f} "
                              f"| {e2e} |")
+            lines.append("")
+        if "end_to_end" in ds:
+            routes = [route for route in END_TO_END_PATHS if route in ds["end_to_end"]]
+            lines += ["End to end at batch 1 along each path (the model clocked inside the same calls): "
+                      + "; ".join(f"{route}: {END_TO_END_PATHS[route]}" for route in routes) + ".", "",
+                      "| depth | " + " | ".join(f"{route}: ms, e2e / model speed-up, beyond model ms (allowed)"
+                                                for route in routes) + " |",
+                      "|---|" + "---|" * len(routes)]
+            for depth in ds["end_to_end"][routes[0]]:
+                cells = []
+                for route in routes:
+                    r = ds["end_to_end"][route][depth]
+                    allowed = r["seconds_beyond_model_allowed"]
+                    cells.append(f"{1000 * r['seconds_end_to_end']:.1f}, **{r['end_to_end_over_model_speedup']:.2f}**"
+                                 f", {1000 * r['seconds_beyond_model']:.1f} "
+                                 f"({'-' if allowed is None else format(1000 * allowed, '.1f')})")
+                lines.append(f"| {depth} | " + " | ".join(cells) + " |")
             lines.append("")
         if "feature_extraction_seconds" in ds:
             fe = ds["feature_extraction_seconds"]

@@ -137,11 +137,12 @@ def transcribe(args) -> int:
     from tqdm.auto import tqdm
 
     from .data.audio import load_audio
+    from .runtime.ctc_text import CTCTextDecoder
 
     model = load_model(args.model)
     source = resolve_model(args.model)
     extractor = AutoFeatureExtractor.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    decode = CTCTextDecoder(AutoTokenizer.from_pretrained(source))  # the tokenizer's text, ~30x faster
     options = transcribe_options(model, args)
     fixed_depth = len(options["layers"]) if options.get("layers") else model.config.num_hidden_layers
     files = list(audio_files(args.audio))
@@ -158,7 +159,7 @@ def transcribe(args) -> int:
                 inputs = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
                 with torch.no_grad():
                     out = model(inputs["input_features"], inputs["attention_mask"], **options)
-                text = tokenizer.decode(out.logits[0].argmax(-1).tolist())
+                text = decode(out.logits[0].argmax(-1))
                 if out.exit_depths is not None:
                     depth = int(out.exit_depths[0])
         except (ValueError, OSError, RuntimeError) as error:

@@ -43,8 +43,13 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert rows["8"]["ideal_speedup"] == pytest.approx(1.0)
     assert rows["1"]["ideal_speedup"] > 3  # 8 layers vs 1: the layers dominate the FLOPs
     assert {"end_to_end_speedup", "end_to_end_over_model_speedup"} <= set(batches["1"]["1"])
-    for row in batches["1"].values():  # the model clocked inside the pipeline call is part of that call
-        assert 0 < row["seconds_model_in_pipeline"] < row["seconds_end_to_end"]
+    end_to_end = on_disk["depth_scaling"]["end_to_end"]
+    assert set(end_to_end) == {"pipeline", "prunable_pipeline", "transcribe"}
+    for rows in end_to_end.values():
+        assert set(rows) == {"1", "4", "8"}
+        for row in rows.values():  # the model clocked inside a call is part of that call
+            assert 0 < row["seconds_model_in_pipeline"] < row["seconds_end_to_end"]
+        assert rows["8"]["end_to_end_over_model_speedup"] == pytest.approx(1.0)
 
     for encoder_type in ("conformer", "transformer"):
         entry = on_disk["peers"]["results"][encoder_type]

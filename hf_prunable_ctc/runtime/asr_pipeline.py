@@ -24,6 +24,7 @@ from transformers import AutomaticSpeechRecognitionPipeline, pipeline
 
 from ..early_exit import check_threshold
 from .budget import depth_for_budget, profile_latency
+from .ctc_text import FastDecodingTokenizer
 
 
 class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
@@ -42,6 +43,8 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
             raise ValueError(f"PrunableASRPipeline needs a PrunableCTCForCTC model with a plain CTC decoder, got "
                              f"{type(self.model).__name__} (pipeline type {self.type!r}): use "
                              "transformers.pipeline for other models")
+        # The same text as the tokenizer's decode, ~30x faster (see ctc_text): 0.9 ms of a 10-s call at any depth.
+        self.tokenizer = FastDecodingTokenizer(self.tokenizer)
 
     def _sanitize_parameters(self, num_layers: int | None = None, layers: Sequence[int] | None = None,
                              rtf_budget: float | None = None, early_exit_threshold: float | None = None,

@@ -1,0 +1,80 @@
+"""CTCTextDecoder gives the tokenizer's own text for greedy CTC ids (the pipeline and `transcribe` rely on it)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, Wav2Vec2CTCTokenizer, pipeline
+
+from hf_prunable_ctc import PrunableCTCForCTC
+from hf_prunable_ctc.data.audio import load_audio
+from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
+from hf_prunable_ctc.runtime.ctc_text import CTCTextDecoder
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"
+SUBSET = ROOT / "data" / "reference_test_subset" / "test"
+
+
+def random_ids(rng, size, length, blank):
+    ids = rng.integers(0, size, length)
+    ids[rng.random(length) < 0.4] = blank  # CTC output is mostly blanks, with runs of repeats
+    return np.repeat(ids, rng.integers(1, 4, length))
+
+
+def tokenizer_variant(tmp_path, **options):
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, "A": 3, "B": 4, "'": 5, ".": 6, "?": 7}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    return Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"do_lower_case": True}, {"clean_up_tokenization_spaces": True},
+                                     {"replace_word_delimiter_char": "_"}])
+def test_same_text_as_the_tokenizer_on_random_ctc_outputs(tmp_path, options):
+    tokenizer = tokenizer_variant(tmp_path, **options)
+    tokenizer.add_tokens(["<x>"])  # an added token is decoded like a vocabulary one
+    decoder = CTCTextDecoder(tokenizer)
+    rng = np.random.default_rng(0)
+    for length in [0, 1, 2, 3, 50] * 100:
+        ids = random_ids(rng, len(tokenizer), length, tokenizer.pad_token_id)
+        assert decoder(ids) == tokenizer.decode(ids), ids
+        assert decoder(torch.from_numpy(ids)) == decoder(ids.tolist()) == decoder(ids)
+
+
+def test_reference_tokenizer_and_ids_outside_the_vocabulary(tmp_path):
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(MODEL)
+    decoder = CTCTextDecoder(tokenizer)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        ids = random_ids(rng, len(tokenizer), 80, tokenizer.pad_token_id)
+        assert decoder(ids) == tokenizer.decode(ids)
+    outside = [3, 4, len(tokenizer) + 5, 4]  # the tokenizer's own answer (its unknown token), not an IndexError
+    assert decoder(outside) == tokenizer.decode(outside)
+
+
+def test_other_tokenizer_classes_decode_themselves(tmp_path):
+    class Shouting(Wav2Vec2CTCTokenizer):
+        def decode(self, token_ids, **kwargs):
+            return "OVERRIDDEN"
+
+    tokenizer = tokenizer_variant(tmp_path)
+    subclass = Shouting(str(tmp_path / "vocab.json"))
+    assert CTCTextDecoder(subclass)([3, 4]) == "OVERRIDDEN"
+    assert CTCTextDecoder(tokenizer)([3, 0, 3, 2, 4]) == "AA B"
+
+
+def test_pipeline_text_and_char_timestamps_equal_the_stock_pipeline():
+    model = PrunableCTCForCTC.from_pretrained(MODEL).eval()
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(MODEL)
+    extractor = AutoFeatureExtractor.from_pretrained(MODEL, trust_remote_code=True)
+    rows = list(csv.DictReader(open(SUBSET / "metadata.csv")))[:4]
+    audio = np.concatenate([load_audio(SUBSET / row["file_name"]) for row in rows])
+    ours = prunable_asr_pipeline(model=model, tokenizer=tokenizer, feature_extractor=extractor)
+    stock = pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=extractor)
+    for options in ({}, {"chunk_length_s": 3}, {"return_timestamps": "char"}, {"return_timestamps": "word"}):
+        expected = stock(audio, **options)
+        assert ours(audio, **options) == expected, options
+        assert expected["text"]
