@@ -82,6 +82,30 @@ def test_unpadded_batch_returns_lists_like_the_stock_extractor(extractors):
     assert [m.tolist() for m in got["attention_mask"]] == [m.tolist() for m in expected["attention_mask"]]
 
 
+def test_reused_buffers_give_the_features_of_fresh_ones_in_any_order_mode_and_thread(monkeypatch):
+    # The FFT buffers are kept per thread (up to 30 s); lengths in any order, calls in and out of inference mode and
+    # concurrent threads must all give what fresh buffers give, and no result may change with a later call.
+    import concurrent.futures
+
+    import hf_prunable_ctc.feature_extraction_prunable_ctc as module
+
+    extractor = PrunableCTCFeatureExtractor()
+    clips = [_speechlike(seconds, seed) for seed, seconds in enumerate([3.0, 0.5, 31.0, 1.0, 3.0, 0.03])]
+    monkeypatch.setattr(module, "WORKSPACE_MAX_FRAMES", 0)  # fresh buffers for every call
+    expected = [_features(extractor, clip) for clip in clips]
+    monkeypatch.undo()
+
+    results = []
+    for i, clip in enumerate(clips):
+        with torch.inference_mode(i % 2 == 0):
+            results.append(_features(extractor, clip))
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for got, want in zip(pool.map(lambda clip: _features(extractor, clip), clips * 3), expected * 3):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_integer_pcm_is_scaled_and_float64_accepted():
     extractor = PrunableCTCFeatureExtractor()
     audio = _speechlike(1.0)

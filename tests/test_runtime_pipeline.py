@@ -100,3 +100,17 @@ def test_bad_options_fail_before_decoding(setup, options, message):
     asr = setup[-1]
     with pytest.raises(ValueError, match=message):
         asr(setup[3][0], **options)
+
+
+def test_text_and_timestamps_equal_the_stock_pipeline_for_every_input_form(setup):
+    # Ours decodes with CTCTextDecoder and runs one recording without Transformers' DataLoader: same outputs.
+    model, tokenizer, extractor, clips, asr = setup
+    stock = pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=extractor)
+    audio = np.concatenate(clips)
+    for options in ({}, {"chunk_length_s": 2}, {"return_timestamps": "char"}, {"return_timestamps": "word"}):
+        expected = stock(audio, **options)
+        assert expected["text"] and asr(audio, **options) == expected, options
+    assert asr(torch.from_numpy(audio)) == stock(audio)
+    assert asr({"raw": audio, "sampling_rate": 16000}) == stock({"raw": audio, "sampling_rate": 16000})
+    assert asr(clips) == stock(clips) and len(clips) == 3  # a list: one result per recording
+    assert list(asr(clip for clip in clips)) == stock(clips)
