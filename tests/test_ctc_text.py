@@ -58,3 +58,19 @@ def test_other_tokenizer_classes_decode_themselves(tmp_path):
     subclass = Shouting(str(tmp_path / "vocab.json"))
     assert CTCTextDecoder(subclass)([3, 4]) == "OVERRIDDEN"
     assert CTCTextDecoder(tokenizer)([3, 0, 3, 2, 4]) == "AA B"
+
+
+def test_pipeline_wrapper_decodes_fast_and_delegates_the_rest(tmp_path):
+    import copy
+    import pickle
+
+    from hf_prunable_ctc.runtime.ctc_text import FastDecodingTokenizer
+
+    tokenizer = tokenizer_variant(tmp_path)
+    wrapper = FastDecodingTokenizer(tokenizer)
+    ids = [3, 3, 0, 3, 2, 2, 4, 1]
+    assert wrapper.decode(ids) == tokenizer.decode(ids) == "AA B<unk>"
+    assert wrapper.decode(ids, output_char_offsets=True) == tokenizer.decode(ids, output_char_offsets=True)
+    assert wrapper.pad_token_id == tokenizer.pad_token_id and wrapper.wrapped is tokenizer
+    for clone in (copy.deepcopy(wrapper), pickle.loads(pickle.dumps(wrapper))):
+        assert clone.decode(ids) == "AA B<unk>"

@@ -59,16 +59,20 @@ class CTCTextDecoder:
 
 class FastDecodingTokenizer:
     """A tokenizer whose plain `decode(ids)` (what the ASR pipeline calls for CTC) goes through `CTCTextDecoder`;
-    every other call and attribute is the wrapped tokenizer's."""
+    every other call and attribute is the wrapped tokenizer's (so saving, padding and offsets are unchanged). It
+    is a wrapper, not a tokenizer subclass: `isinstance` checks see the class of `.wrapped`, the user's object,
+    which is left untouched."""
 
     def __init__(self, tokenizer):
-        self._tokenizer = tokenizer
+        self.wrapped = tokenizer
         self._decoder = CTCTextDecoder(tokenizer)
 
     def decode(self, token_ids, skip_special_tokens: bool = False, **kwargs):
         if skip_special_tokens or kwargs:
-            return self._tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+            return self.wrapped.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
         return self._decoder(token_ids)
 
     def __getattr__(self, name):
-        return getattr(self._tokenizer, name)
+        if name == "wrapped":  # not set yet (copy and pickle build the object without __init__): no recursion
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
