@@ -129,8 +129,9 @@ END_TO_END_PATHS = {
 
 
 def end_to_end_paths(tokenizer, extractor) -> dict[str, Callable]:
-    """For each of END_TO_END_PATHS, a function model -> (audio -> text) that returns instead the seconds the
-    model's forward took inside that call (see `time_forward`)."""
+    """For each of END_TO_END_PATHS, a builder: given a model, it returns a function that transcribes audio along
+    that path and returns the seconds the model's forward took inside that very call (see `time_forward`); the
+    text itself is not needed for timing."""
     from transformers import pipeline
 
     from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
@@ -142,7 +143,7 @@ def end_to_end_paths(tokenizer, extractor) -> dict[str, Callable]:
         forward_seconds = time_forward(model)
         return lambda audio: (transcribe(audio), forward_seconds())[1]
 
-    def direct(model):
+    def like_transcribe(model):
         def transcribe(audio):
             inputs = extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
             return decode(model(**inputs).logits[0].argmax(-1))
@@ -153,7 +154,7 @@ def end_to_end_paths(tokenizer, extractor) -> dict[str, Callable]:
                                                         tokenizer=tokenizer, feature_extractor=extractor)),
         "prunable_pipeline": lambda model: timed(model, prunable_asr_pipeline(model, tokenizer=tokenizer,
                                                                               feature_extractor=extractor)),
-        "transcribe": direct,
+        "transcribe": like_transcribe,
     }
 
 
