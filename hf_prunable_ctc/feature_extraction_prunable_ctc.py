@@ -296,16 +296,19 @@ def _workspace(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     thread and reused, so concurrent threads never share one; longer inputs get fresh buffers. Nothing returned
     aliases them."""
     if num_frames > WORKSPACE_MAX_FRAMES:
-        return (torch.zeros((num_frames, FFT_LENGTH)),
-                torch.empty((num_frames, FFT_LENGTH // 2 + 1), dtype=torch.complex64))
-    padded = getattr(_WORKSPACES, "padded", None)
-    if padded is None or padded.shape[0] < num_frames:
+        return _fft_buffers(num_frames)
+    buffers = getattr(_WORKSPACES, "buffers", None)
+    if buffers is None or buffers[0].shape[0] < num_frames:
         # Normal tensors even when first made under `torch.inference_mode()`: an inference tensor could not be
         # written to by a later call outside it.
         with torch.inference_mode(False):
-            _WORKSPACES.padded = padded = torch.zeros((num_frames, FFT_LENGTH))
-            _WORKSPACES.spectrum = torch.empty((num_frames, FFT_LENGTH // 2 + 1), dtype=torch.complex64)
-    return padded[:num_frames], _WORKSPACES.spectrum[:num_frames]
+            buffers = _WORKSPACES.buffers = _fft_buffers(num_frames)
+    return buffers[0][:num_frames], buffers[1][:num_frames]
+
+
+def _fft_buffers(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.zeros((num_frames, FFT_LENGTH)),
+            torch.empty((num_frames, FFT_LENGTH // 2 + 1), dtype=torch.complex64))
 
 
 def _mel_blocks(filters: torch.Tensor, size: int) -> list:

@@ -19,7 +19,8 @@ def _load():
 
 
 def _write_reports(folder: Path, wers: dict, conditions: dict | None):
-    """wers: {split: {depth: wer}}; conditions: {depth: {condition: wer}} as evaluate_depths.py writes them."""
+    """wers: {split: {depth: wer}}; conditions: {depth: {condition: wer}}, written with the per-depth costs as
+    evaluate_conditions returns them."""
     folder.mkdir()
     for split, rows in wers.items():
         records = [{"strategy": strategy, "depth": depth, "layers": list(range(1, depth + 1)), "wer": wer + offset,
@@ -30,7 +31,9 @@ def _write_reports(folder: Path, wers: dict, conditions: dict | None):
     if conditions:
         records = [{"condition": c, "depth": d, "wer": w, "cer": w / 2} for d, row in conditions.items()
                    for c, w in row.items()]
-        (folder / "conditions.json").write_text(json.dumps({"settings": {}, "utterances": 10, "records": records}))
+        cost = {str(d): {c: w - row["clean"] for c, w in row.items() if c != "clean"} for d, row in conditions.items()}
+        (folder / "conditions.json").write_text(json.dumps({"settings": {}, "utterances": 10, "records": records,
+                                                            "cost": cost}))
 
 
 def test_differences_costs_and_targets(tmp_path):

@@ -48,20 +48,17 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
         # The same text as the tokenizer's decode, ~30x faster (see ctc_text): 0.9 ms of a 10-s call at any depth.
         self.tokenizer = FastDecodingTokenizer(self.tokenizer)
 
-    def __call__(self, inputs, *args, num_workers=None, batch_size=None, **kwargs):
-        # One recording at a time (an array, tensor, path, bytes or dict): Transformers sends even that through a
-        # DataLoader and three iterators, about 1 ms per call on one CPU thread (as much as the decoding saved
-        # above, and 7% of a 10-s call at depth 1); `ChunkPipeline.run_single` gives the same output directly.
-        # Lists, generators, datasets and batching keep Transformers' path.
-        if args or num_workers or (batch_size or self._batch_size or 1) != 1 or not isinstance(
-                inputs, (np.ndarray, torch.Tensor, str, bytes, dict)):
-            return super().__call__(inputs, *args, num_workers=num_workers, batch_size=batch_size, **kwargs)
-        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        # Call parameters over those given when the pipeline was built, as Pipeline.__call__ fuses them.
-        self.call_count += 1
-        return self.run_single(inputs, {**self._preprocess_params, **preprocess_params},
-                               {**self._forward_params, **forward_params},
-                               {**self._postprocess_params, **postprocess_params})
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        # One recording at a time (an array, tensor, path, bytes or dict; `Pipeline.__call__` passes a single input
+        # here as a one-item list, its parameters already fused): Transformers sends even that through a DataLoader
+        # and three iterators, about 1 ms per call on one CPU thread (as much as the decoding saved above, and 7% of
+        # a 10-s call at depth 1); `ChunkPipeline.run_single` gives the same output directly. Longer lists,
+        # generators, datasets, workers and batching keep Transformers' path.
+        if (isinstance(inputs, list) and len(inputs) == 1 and not num_workers and batch_size == 1
+                and isinstance(inputs[0], (np.ndarray, torch.Tensor, str, bytes, dict))):
+            return iter([self.run_single(inputs[0], preprocess_params, forward_params, postprocess_params)])
+        return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
+                                    postprocess_params)
 
     def _sanitize_parameters(self, num_layers: int | None = None, layers: Sequence[int] | None = None,
                              rtf_budget: float | None = None, early_exit_threshold: float | None = None,

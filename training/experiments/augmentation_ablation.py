@@ -20,8 +20,9 @@ import json
 import os
 from pathlib import Path
 
+from hf_prunable_ctc.hub.publish import EXTRA_SPLIT_PREFIX
+
 REPORT = "depth_report.json"
-EXTRA_PREFIX = "depth_report_"
 CONDITIONS = "conditions.json"
 # Issue 10's targets at full depth: WER on each split, and WER points a listening condition may add.
 WER_TARGETS = {"test": 20.0, "test_unseen_engine": 40.0, "test_unseen_text": 40.0}
@@ -35,7 +36,7 @@ def load_reports(folder: str, strategy: str) -> dict:
     main = os.path.join(folder, REPORT)
     if not os.path.isfile(main):
         raise ValueError(f"{folder!r} has no {REPORT}: run training/evaluate_depths.py with --output_dir {folder}")
-    paths = [main] + sorted(glob.glob(os.path.join(folder, EXTRA_PREFIX + "*.json")))
+    paths = [main] + sorted(glob.glob(os.path.join(folder, EXTRA_SPLIT_PREFIX + "*.json")))
     splits, utterances = {}, {}
     for path in paths:
         report = json.loads(Path(path).read_text())
@@ -49,7 +50,8 @@ def load_reports(folder: str, strategy: str) -> dict:
     conditions = None
     if os.path.isfile(os.path.join(folder, CONDITIONS)):
         result = json.loads(Path(folder, CONDITIONS).read_text())
-        conditions = {"utterances": result["utterances"], "settings": result["settings"], "by_depth": {}}
+        conditions = {"utterances": result["utterances"], "settings": result["settings"], "by_depth": {},
+                      "cost": {int(depth): costs for depth, costs in result["cost"].items()}}
         for r in result["records"]:
             conditions["by_depth"].setdefault(r["depth"], {})[r["condition"]] = r["wer"]
     return {"splits": splits, "utterances": utterances, "conditions": conditions}
@@ -71,10 +73,7 @@ def compare(augmented: dict, plain: dict) -> dict:
     for name, model in zip(MODELS, (augmented, plain)):
         if model["conditions"] is None:
             continue
-        costs = {}
-        for depth, wers in model["conditions"]["by_depth"].items():
-            costs[depth] = {condition: wer - wers["clean"] for condition, wer in wers.items() if condition != "clean"}
-        result["conditions"][name] = {"wer": model["conditions"]["by_depth"], "cost": costs,
+        result["conditions"][name] = {"wer": model["conditions"]["by_depth"], "cost": model["conditions"]["cost"],
                                       "utterances": model["conditions"]["utterances"]}
     for name, model in zip(MODELS, (augmented, plain)):
         checks = {}
