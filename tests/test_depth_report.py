@@ -135,3 +135,28 @@ def test_evaluate_depths_refuses_bad_extra_splits_before_loading(saved_model, tm
         evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
                               "--strategies", "top,greedy", "--extra_splits", extra, "--output_dir", str(tmp_path)])
     assert not (tmp_path / "depth_report.json").exists()
+
+
+def test_evaluate_depths_without_speed_measurement(saved_model, tmp_path):
+    out = tmp_path / "report"
+    evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                          "--split", "test", "--max_eval_samples", "3", "--strategies", "top",
+                          "--rtf_utterances", "0", "--output_dir", str(out)])
+    report = json.loads((out / "depth_report.json").read_text())
+    assert "rtf" not in report and all("rtf_batch1" not in r for r in report["records"])
+    assert [r["depth"] for r in report["records"]] == list(range(1, len(report["records"]) + 1))
+    assert (out / "wer_vs_depth.png").exists() and (out / "svcca_heatmap.png").exists()
+    assert not (out / "rtf_vs_depth.png").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--rtf_utterances", "-1"), ("--repeats", "0")])
+def test_evaluate_depths_refuses_bad_speed_settings_before_loading(saved_model, tmp_path, flag, value):
+    with pytest.raises(SystemExit, match="--rtf_utterances must be >= 0"):
+        evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                              "--strategies", "top", flag, value, "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "depth_report.json").exists()
+
+
+def test_measure_rtf_refuses_no_audio():
+    with pytest.raises(ValueError, match="non-empty utterance"):
+        measure_rtf(tiny_model(), [], [1, 2])

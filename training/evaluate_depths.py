@@ -55,8 +55,10 @@ def parse_args(argv=None):
     parser.add_argument("--max_eval_samples", type=int)
     parser.add_argument("--max_search_samples", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--rtf_utterances", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rtf_utterances", type=int, default=20,
+                        help="utterances whose model-forward RTF is timed per depth; 0 skips the speed measurement "
+                             "(no RTF columns or plot)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per depth (the median is reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--greedy_criterion", choices=("loss", "wer"), default="loss",
                         help="what greedy search minimises on --search_split: final CTC loss or greedy WER")
@@ -108,6 +110,9 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"evaluate_depths.py: error: unknown strategies {unknown}: choose from top, uniform, "
                          "greedy, svcca")
+    if args.rtf_utterances < 0 or args.repeats < 1:
+        raise SystemExit("evaluate_depths.py: error: --rtf_utterances must be >= 0 (0 skips the speed measurement) "
+                         f"and --repeats >= 1; got {args.rtf_utterances} and {args.repeats}")
     # Checked before loading anything: a missing split should not cost a model load and a test-set pass.
     try:
         splits = available_splits(args.dataset_name, args.dataset_config_name, args.data_dir)
@@ -165,7 +170,8 @@ def main(argv=None):
 
     dataset_label = args.data_dir if args.dataset_name == "audiofolder" else args.dataset_name
     report = build_depth_report(model, batches, tokenizer, schedules, dataset=dataset_label, split=args.split,
-                                rtf_utterances=args.rtf_utterances, repeats=args.repeats)
+                                rtf_utterances=args.rtf_utterances, repeats=args.repeats,
+                                measure_speed=args.rtf_utterances > 0)
     similarity = svcca_of_layers(model, batches)
     for path in write_depth_report(report, similarity, args.output_dir):
         print("wrote", path)

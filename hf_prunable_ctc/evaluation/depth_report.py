@@ -42,6 +42,8 @@ def measure_rtf(model, utterances: List[torch.Tensor], layers: Sequence[int], ba
             mask[i, : u.shape[0]] = 1
         batches.append((features.to(device), mask.to(device)))
     audio_seconds = sum(u.shape[0] for u in utterances) * FRAME_SECONDS
+    if audio_seconds == 0:
+        raise ValueError("measure_rtf needs at least one non-empty utterance")
 
     def run():
         for features, mask in batches:
@@ -170,6 +172,9 @@ def plot_report(report: dict, similarity, output_dir: str) -> List[str]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
+    if "rtf" not in report:  # speed not measured (`--rtf_utterances 0`, or a further split)
+        paths.append(_svcca_heatmap(similarity, output_dir, where))
+        return paths
     batched = f"rtf_batch{report['rtf']['batched_size']}"
     depth_rows = {r["depth"]: r for r in report["records"]}
     depths = sorted(depth_rows)
@@ -187,6 +192,13 @@ def plot_report(report: dict, similarity, output_dir: str) -> List[str]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
+    paths.append(_svcca_heatmap(similarity, output_dir, where))
+    return paths
+
+
+def _svcca_heatmap(similarity, output_dir: str, where: str) -> str:
+    import matplotlib.pyplot as plt
+
     size = len(similarity)
     labels = ["input"] + [str(i) for i in range(1, size)]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -196,11 +208,11 @@ def plot_report(report: dict, similarity, output_dir: str) -> List[str]:
     ax.set(xlabel="layer output", ylabel="layer output",
            title=f"SVCCA similarity between layer outputs\n{where}")
     fig.colorbar(image, ax=ax, label="mean canonical correlation")
-    paths.append(os.path.join(output_dir, "svcca_heatmap.png"))
+    path = os.path.join(output_dir, "svcca_heatmap.png")
     fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path
 
 
 def write_depth_report(report: dict, similarity, output_dir: str) -> List[str]:
