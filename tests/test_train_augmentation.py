@@ -153,7 +153,8 @@ def test_evaluation_batches_never_go_through_the_augmentation(tmp_path):
 
 def test_reference_augmented_recipe_matches_the_reference_model_with_augmentation():
     """Issue 10 item 3's retraining recipe: the reference model's config, trained on waveforms with standard.json;
-    its ablation twin (reference_v2.json) differs only in the augmentation (and so the feature mode)."""
+    its ablation twin (reference_v2.json) differs only in the augmentation (and so the feature mode), which starts
+    from the twin's checkpoint-4500 (the first 4,500 steps are shared)."""
     recipes = ROOT / "training" / "recipes"
     _, (model_args, data_args, args, _) = train.parse_arguments([str(recipes / "reference_augmented.json")])
     reference = json.loads((recipes / "reference.json").read_text())
@@ -161,7 +162,8 @@ def test_reference_augmented_recipe_matches_the_reference_model_with_augmentatio
     augmented = json.loads((recipes / "reference_augmented.json").read_text())
     twin = json.loads((recipes / "reference_v2.json").read_text())
     differing = {k for k in augmented.keys() | twin.keys() if augmented.get(k) != twin.get(k)}
-    assert differing == {"augmentation_config", "feature_mode", "output_dir"}
+    assert differing == {"augmentation_config", "feature_mode", "output_dir", "continue_from_checkpoint"}
+    assert args.continue_from_checkpoint == "runs/reference-v2-step4500" and args.average_checkpoints == 5
     assert data_args.feature_mode == "waveforms"
     assert (ROOT / data_args.augmentation_config).resolve() == STANDARD.resolve()  # relative to the repository
     assert args.ddp_find_unused_parameters is False and args.save_total_limit  # resumable, few checkpoints kept

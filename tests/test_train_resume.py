@@ -136,3 +136,35 @@ def test_resumed_augmented_run_continues_the_augmentation_draws(tmp_path, monkey
     got = load_file(interrupted / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_run_continues_another_runs_checkpoint_under_its_own_settings(tmp_path, monkeypatch):
+    """--continue_from_checkpoint: the other run's step, optimizer and schedule go on in a new folder (here with
+    the same settings, so to the same weights as the other run would reach), without its best-model record; a
+    relaunch resumes from the new folder's own checkpoints."""
+    first = tmp_path / "first"
+    train.main(run_args(tmp_path, first))
+    expected = load_file(first / "model.safetensors")
+    source_state = (first / "checkpoint-4" / "trainer_state.json").read_text()
+
+    second = tmp_path / "second"
+    run_killed_at_step_5(tmp_path, monkeypatch, second, "--continue_from_checkpoint", str(first / "checkpoint-4"))
+    copied = json.loads((second / "checkpoint-4" / "trainer_state.json").read_text())
+    assert copied["global_step"] == 4 and copied["best_metric"] is None and copied["best_model_checkpoint"] is None
+    assert (first / "checkpoint-4" / "trainer_state.json").read_text() == source_state  # the source is untouched
+
+    # Relaunched with the same command: its own checkpoint-4 is resumed (no second copy, no error).
+    resumed = train.main(run_args(tmp_path, second, "--continue_from_checkpoint", str(first / "checkpoint-4")))
+    assert resumed.state.global_step == 6
+    got = load_file(second / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_continue_from_checkpoint_refuses_bad_sources(tmp_path):
+    with pytest.raises(SystemExit):
+        train.main(run_args(tmp_path, tmp_path / "out", "--continue_from_checkpoint", str(tmp_path / "missing")))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("checkpoint-*"))
+    with pytest.raises(ValueError, match="not both"):
+        train.main(run_args(tmp_path, tmp_path / "out", "--continue_from_checkpoint", str(tmp_path / "a"),
+                            "--resume_from_checkpoint", str(tmp_path / "b")))

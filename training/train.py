@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
+from transformers import HfArgumentParser, Wav2Vec2Processor, set_seed
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
 from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
@@ -30,8 +30,10 @@ from hf_prunable_ctc.data.speech_data import (FEATURE_MODES, load_prepared_split
 from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
 from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.hub.publish import outcome, publish
-from hf_prunable_ctc.training.trainer import (AugmentationStateCallback, PerDepthCTCTrainer, is_complete_checkpoint,
-                                              last_complete_checkpoint, recipe_arguments)
+from hf_prunable_ctc.training.averaging import KeepBestWeightsCallback, adopt_average_if_better, metric_key
+from hf_prunable_ctc.training.trainer import (AugmentationStateCallback, PerDepthCTCTrainer,
+                                              PrunableCTCTrainingArguments, adopt_checkpoint, checkpoint_step,
+                                              is_complete_checkpoint, last_complete_checkpoint, recipe_arguments)
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) 
 def parse_arguments(argv: List[str]):
     """`(parser, (model_args, data_args, training_args, publish_args))` from `[RECIPE.json] [--flag value ...]`:
     the command line's flags override the recipe's."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, PublishArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, PrunableCTCTrainingArguments, PublishArguments))
     parsed = parser.parse_args_into_dataclasses(args=recipe_arguments(argv))
     if parsed[1].feature_mode not in FEATURE_MODES:
         parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {parsed[1].feature_mode!r}")
@@ -176,6 +178,17 @@ def main(argv=None):
         last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint:
             logger.info("resuming from %s (pass a new --output_dir to start over)", last_checkpoint)
+    if training_args.continue_from_checkpoint and training_args.do_train and not last_checkpoint:
+        source = training_args.continue_from_checkpoint
+        if not is_complete_checkpoint(source):
+            parser.error(f"--continue_from_checkpoint {source}: not a complete checkpoint folder (model weights and "
+                         "trainer_state.json)")
+        last_checkpoint = os.path.join(training_args.output_dir, f"checkpoint-{checkpoint_step(source)}")
+        with training_args.main_process_first(desc="copying the checkpoint to continue from"):
+            if training_args.should_save:
+                os.makedirs(training_args.output_dir, exist_ok=True)
+                adopt_checkpoint(source, training_args.output_dir)
+        logger.info("continuing %s as %s under this run's settings", source, last_checkpoint)
 
     raw_train = load_split(data_args.dataset_name, data_args.train_split_name,
                            dataset_config_name=data_args.dataset_config_name, data_dir=data_args.data_dir,
@@ -263,8 +276,22 @@ def main(argv=None):
         if resumed:
             augmentation_state.restore(str(resumed))
 
+    averaging = None
+    if training_args.average_checkpoints and training_args.do_train:
+        metric = metric_key(training_args.metric_for_best_model)
+        greater = (training_args.greater_is_better if training_args.greater_is_better is not None
+                   else not metric.endswith("loss"))
+        averaging = KeepBestWeightsCallback(training_args.output_dir, training_args.average_checkpoints, metric,
+                                            greater)
+        if training_args.should_save:
+            # Snapshots after the checkpoint resumed from belong to steps this run trains again.
+            averaging.forget_after(checkpoint_step(str(resumed)) if resumed else 0)
+        trainer.add_callback(averaging)
+
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        if averaging is not None:
+            adopt_average_if_better(trainer, averaging)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
@@ -311,7 +338,8 @@ def main(argv=None):
     return trainer
 
 
-def push_run(training_args: TrainingArguments, data_args: DataArguments, publish_args: PublishArguments,
+def push_run(training_args: PrunableCTCTrainingArguments, data_args: DataArguments,
+             publish_args: PublishArguments,
              argv: Optional[List[str]]) -> dict:
     """Publish the trained model with its per-depth card; uploads when a token and the network are there."""
     output_dir = training_args.output_dir

@@ -17,15 +17,45 @@ import json
 import logging
 import os
 import re
+import shutil
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..evaluation.depth_evaluation import (check_eval_depths, default_eval_depths, per_depth_error_rates,
                                            per_depth_greedy_ids)
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PrunableCTCTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus checkpoint averaging (see `hf_prunable_ctc.training.averaging`)."""
+
+    average_checkpoints: int = field(default=0, metadata={
+        "help": "Keep the weights of the N best evaluations (by --metric_for_best_model) in <output_dir>/averaging/ "
+                "and, after training, average them (ESPnet's keep_nbest_models, icefall's --avg); the average "
+                "becomes the final model only if it scores better on the evaluation split. 0: off. Needs "
+                "evaluations during training; with several nodes, a shared output_dir (as load_best_model_at_end)."})
+
+    continue_from_checkpoint: Optional[str] = field(default=None, metadata={
+        "help": "Start from another run's checkpoint (weights, optimizer, learning-rate schedule, step) and go on "
+                "under this run's settings, e.g. with augmentation switched on: the checkpoint is copied into "
+                "output_dir, without its best-model record. Used only while output_dir has no checkpoint of its own "
+                "(later launches resume from those)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.continue_from_checkpoint and self.resume_from_checkpoint:
+            raise ValueError("give --continue_from_checkpoint (another run's checkpoint, copied) or "
+                             "--resume_from_checkpoint (this run's), not both")
+        if self.average_checkpoints < 0 or self.average_checkpoints == 1:
+            raise ValueError(f"--average_checkpoints must be 0 (off) or >= 2, got {self.average_checkpoints}")
+        if self.average_checkpoints and self.eval_strategy == "no":
+            raise ValueError("--average_checkpoints keeps the best evaluations' weights: set --eval_strategy "
+                             "steps or epoch")
 
 
 class PerDepthCTCTrainer(Trainer):
@@ -177,6 +207,39 @@ def is_complete_checkpoint(folder: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def checkpoint_step(folder: str) -> int:
+    """The global step a checkpoint folder was saved at (from its `trainer_state.json`)."""
+    with open(os.path.join(folder, "trainer_state.json")) as f:
+        return int(json.load(f)["global_step"])
+
+
+def adopt_checkpoint(source: str, output_dir: str) -> str:
+    """Copy another run's complete checkpoint into `output_dir` as `checkpoint-<step>` and return its path.
+
+    The copy's `trainer_state.json` loses its best-model record (the source run's best metric and folder): this run
+    keeps its own best, and `load_best_model_at_end` never loads a model of the other run. Augmentation states are
+    left out (this run's augmentation starts from its seed). The copy is made under a temporary name and renamed,
+    so an interrupted copy is never resumed from; the source is not modified.
+    """
+    if not is_complete_checkpoint(source):
+        raise ValueError(f"--continue_from_checkpoint {source}: not a complete checkpoint folder (model weights and "
+                         "trainer_state.json)")
+    target = os.path.join(output_dir, f"checkpoint-{checkpoint_step(source)}")
+    if os.path.exists(target):
+        raise ValueError(f"{target} exists already: resume this run from it instead")
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns(AUGMENTATION_STATE.format(rank="*")))
+    state_path = os.path.join(partial, "trainer_state.json")
+    with open(state_path) as f:
+        state = json.load(f)
+    state.update(best_metric=None, best_model_checkpoint=None, best_global_step=None)
+    with open(state_path, "w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    os.replace(partial, target)
+    return target
 
 
 def last_complete_checkpoint(output_dir: str) -> Optional[str]:
