@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PrunableCTCTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus checkpoint averaging (see `hf_prunable_ctc.training.averaging`)."""
+    """`TrainingArguments` plus checkpoint averaging (see `hf_prunable_ctc.training.averaging`) and continuing another
+    run's checkpoint under new settings (`adopt_checkpoint`)."""
 
     average_checkpoints: int = field(default=0, metadata={
         "help": "Keep the weights of the N best evaluations (by --metric_for_best_model) in <output_dir>/averaging/ "
