@@ -71,3 +71,31 @@ def test_missing_report_and_unknown_strategy_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         module.main(["--augmented", str(tmp_path / "aug"), "--plain", str(tmp_path / "aug"), "--strategy", "greedy"])
     assert "no records of strategy 'greedy' (it has top, uniform)" in capsys.readouterr().err
+
+
+def test_training_curves_and_averaging_outcome(tmp_path):
+    module = _load()
+    _write_reports(tmp_path / "aug", {"test": {8: 18.0}}, None)
+    _write_reports(tmp_path / "plain", {"test": {8: 21.0}}, None)
+    history = lambda wers: {"log_history": [{"step": s, "eval_wer": w} for s, w in wers] + [{"step": 3000, "loss": 1}]}
+    (tmp_path / "aug" / "trainer_state.json").write_text(json.dumps(history([(1000, 0.9), (2000, 0.5), (2500, 0.45)])))
+    checkpoint = tmp_path / "plain" / "checkpoint-2000"  # an unfinished run: its last checkpoint's state
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps(history([(1000, 0.8), (2000, 0.4)])))
+    (tmp_path / "plain" / "checkpoint-500").mkdir()
+    (tmp_path / "plain" / "checkpoint-500" / "trainer_state.json").write_text(json.dumps(history([(500, 1.0)])))
+    (tmp_path / "aug" / "averaging").mkdir()
+    (tmp_path / "aug" / "averaging" / "result.json").write_text(json.dumps(
+        {"metric": "eval_wer", "snapshots": [{"step": 2500}, {"step": 2000}], "adopted": True,
+         "metric_before": 0.45, "metric_averaged": 0.43}))
+    out = tmp_path / "out"
+    result = module.main(["--augmented", str(tmp_path / "aug"), "--plain", str(tmp_path / "plain"),
+                          "--output_dir", str(out), "--curves", f"scratch={tmp_path / 'nothing'}"])
+    assert result["curves"] == {"augmented": [(1000, 90.0), (2000, 50.0), (2500, 45.0)],
+                                "plain": [(1000, 80.0), (2000, 40.0)]}
+    assert (out / "training_curves.png").stat().st_size > 0
+    markdown = (out / "README.md").read_text()
+    assert "| 2,000 | 50.0 | 40.0 |" in markdown and "| 1,000 | 90.0 | 80.0 |" in markdown
+    assert "| augmented | 2000, 2500 | 0.4500 | 0.4300 | the average |" in markdown
+    with pytest.raises(SystemExit):
+        module.main(["--augmented", str(tmp_path / "aug"), "--plain", str(tmp_path / "plain"), "--curves", "x"])

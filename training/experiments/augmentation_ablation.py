@@ -10,6 +10,11 @@ that model: `depth_report.json` (the `--split`), `depth_report_<split>.json` per
 models (the `--strategy` layers, by default `top`, the stored schedule of the reference model), what augmentation
 changes, the WER points that silence and minute-long recordings add at each depth, and the issue's targets at full
 depth. Only numbers are read: nothing is retrained or re-evaluated.
+
+When the folders are the training runs' output folders, their `trainer_state.json` (or that of their last
+checkpoint) gives the validation WER by step, plotted to `training_curves.png` with any further runs given as
+`--curves NAME=FOLDER` (e.g. an abandoned variant), and their `averaging/result.json` whether the checkpoint average
+became the final model.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import glob
 import json
 import os
+import re
 from pathlib import Path
 
 from hf_prunable_ctc.hub.publish import EXTRA_SPLIT_PREFIX
@@ -55,6 +61,44 @@ def load_reports(folder: str, strategy: str) -> dict:
         for r in result["records"]:
             conditions["by_depth"].setdefault(r["depth"], {})[r["condition"]] = r["wer"]
     return {"splits": splits, "utterances": utterances, "conditions": conditions}
+
+
+def validation_curve(folder: str) -> list[tuple[int, float]]:
+    """[(step, validation WER % at full depth)] from the run's `trainer_state.json`, or its last checkpoint's when
+    the run has not finished; [] when there is neither."""
+    candidates = [os.path.join(folder, "trainer_state.json")]
+    checkpoints = sorted(glob.glob(os.path.join(folder, "checkpoint-*", "trainer_state.json")),
+                         key=lambda p: int(re.search(r"checkpoint-(\d+)", p).group(1)), reverse=True)
+    for path in candidates + checkpoints:
+        if os.path.isfile(path):
+            history = json.loads(Path(path).read_text())["log_history"]
+            return [(e["step"], round(100 * e["eval_wer"], 2)) for e in history if "eval_wer" in e]
+    return []
+
+
+def averaging_outcome(folder: str) -> dict | None:
+    """The run's `averaging/result.json` (checkpoint averaging, `train.py --average_checkpoints`), if any."""
+    path = os.path.join(folder, "averaging", "result.json")
+    return json.loads(Path(path).read_text()) if os.path.isfile(path) else None
+
+
+def plot_curves(curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, points in curves.items():
+        if points:
+            ax.plot(*zip(*points), marker=".", label=name)
+    ax.set(xlabel="training step", ylabel="validation WER % (full depth)", ylim=(0, 110),
+           title="Validation WER during training (synthetic speech)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def compare(augmented: dict, plain: dict) -> dict:
@@ -119,6 +163,25 @@ def markdown(result: dict, sources: dict, strategy: str) -> str:
                      for name in names for c in conditions]
             lines.append(f"| {depth} | " + " | ".join(cells) + " |")
         lines.append("")
+    averaging = {name: result.get("averaging", {}).get(name) for name in MODELS}
+    if any(averaging.values()):
+        lines += ["## Checkpoint averaging", "", "| model | steps averaged | validation metric: best single | "
+                  "average | final model |", "|---|---|---:|---:|---|"]
+        for name, outcome in averaging.items():
+            if outcome and "metric_averaged" in outcome:
+                steps = ", ".join(str(e["step"]) for e in sorted(outcome["snapshots"], key=lambda e: e["step"]))
+                lines.append(f"| {name} | {steps} | {outcome['metric_before']:.4f} | {outcome['metric_averaged']:.4f}"
+                             f" | {'the average' if outcome['adopted'] else 'the single best'} |")
+        lines.append("")
+    if result.get("curves"):
+        lines += ["## Training", "", "![validation WER by step](training_curves.png)", "",
+                  "Validation WER % at full depth (evaluation during training):", "",
+                  "| step | " + " | ".join(result["curves"]) + " |", "|---:|" + "---:|" * len(result["curves"])]
+        steps = sorted({step for points in result["curves"].values() for step, _ in points if step % 1000 == 0})
+        for step in steps:
+            cells = [next((f"{w:.1f}" for s, w in points if s == step), "-") for points in result["curves"].values()]
+            lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Issue 10's targets at full depth", "", "| target | augmented | plain |", "|---|---:|---:|"]
     targets = list(dict.fromkeys(t for name in MODELS for t in result["targets"].get(name, {})))
     for target in targets:
@@ -136,14 +199,29 @@ def main(argv=None) -> dict:
     parser.add_argument("--plain", required=True, help="report folder of its twin trained without")
     parser.add_argument("--output_dir", default="results/augmentation_ablation")
     parser.add_argument("--strategy", default="top", help="which layers each depth keeps (a strategy of the reports)")
+    parser.add_argument("--curves", nargs="*", default=[], metavar="NAME=FOLDER",
+                        help="further training runs whose validation WER by step joins the plot")
     args = parser.parse_args(argv)
+    further = {}
+    for item in args.curves:
+        name, _, folder = item.partition("=")
+        if not name or not folder:
+            parser.error(f"--curves takes NAME=FOLDER, got {item!r}")
+        further[name] = folder
     try:
         augmented, plain = load_reports(args.augmented, args.strategy), load_reports(args.plain, args.strategy)
     except ValueError as error:
         parser.error(str(error))
     result = compare(augmented, plain)
-    result["sources"] = {"augmented": args.augmented, "plain": args.plain, "strategy": args.strategy}
+    result["sources"] = {"augmented": args.augmented, "plain": args.plain, "strategy": args.strategy, **further}
+    result["averaging"] = {name: averaging_outcome(folder) for name, folder in (("augmented", args.augmented),
+                                                                                 ("plain", args.plain))}
+    curves = {name: validation_curve(folder) for name, folder in
+              {"augmented": args.augmented, "plain": args.plain, **further}.items()}
+    result["curves"] = {name: points for name, points in curves.items() if points}
     os.makedirs(args.output_dir, exist_ok=True)
+    if result["curves"]:
+        plot_curves(result["curves"], os.path.join(args.output_dir, "training_curves.png"))
     Path(args.output_dir, "results.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(args.output_dir, "README.md").write_text(markdown(result, result["sources"], args.strategy))
     print(f"wrote {args.output_dir}/results.json and README.md")
