@@ -84,6 +84,8 @@ def test_training_curves_and_averaging_outcome(tmp_path):
     (checkpoint / "trainer_state.json").write_text(json.dumps(history([(1000, 0.8), (2000, 0.4)])))
     (tmp_path / "plain" / "checkpoint-500").mkdir()
     (tmp_path / "plain" / "checkpoint-500" / "trainer_state.json").write_text(json.dumps(history([(500, 1.0)])))
+    for folder in ("checkpoint-2000", "checkpoint-500"):  # complete checkpoints have weights
+        (tmp_path / "plain" / folder / "model.safetensors").write_bytes(b"")
     (tmp_path / "aug" / "averaging").mkdir()
     (tmp_path / "aug" / "averaging" / "result.json").write_text(json.dumps(
         {"metric": "eval_wer", "snapshots": [{"step": 2500}, {"step": 2000}], "adopted": True,

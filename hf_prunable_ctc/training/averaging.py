@@ -100,18 +100,22 @@ class KeepBestWeightsCallback(TrainerCallback):
         return [os.path.join(self.folder, e["file"]) for e in self.ranked(self.entries)]
 
     def _write_index(self) -> None:
-        os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, INDEX_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"metric": self.metric, "greater_is_better": self.greater_is_better,
-                       "snapshots": self.entries}, f, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(self.folder, INDEX_FILE),
+                   {"metric": self.metric, "greater_is_better": self.greater_is_better, "snapshots": self.entries})
 
     def _delete(self, entries: Sequence[dict]) -> None:
         for entry in entries:
             path = os.path.join(self.folder, entry["file"])
             if os.path.exists(path):
                 os.remove(path)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write `data` to a temporary file beside `path` and rename it: a killed run never leaves half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def read_index(folder: str) -> List[dict]:
@@ -176,7 +180,8 @@ def adopt_average_if_better(trainer, callback: KeepBestWeightsCallback) -> dict:
     Every process runs this (evaluation is collective) and reads the snapshots from `output_dir`.
     """
     trainer.accelerator.wait_for_everyone()  # the main process may still be writing the last snapshot
-    entries = callback.ranked(read_index(callback.folder))
+    callback.entries = read_index(callback.folder)  # other processes kept no list of their own
+    entries = callback.ranked(callback.entries)
     suffix = callback.metric[len("eval_"):]
     result = {"metric": callback.metric, "snapshots": entries}
     if len(entries) < 2:
@@ -192,7 +197,7 @@ def adopt_average_if_better(trainer, callback: KeepBestWeightsCallback) -> dict:
         else:
             before = trainer.evaluate(metric_key_prefix="before_averaging")[f"before_averaging_{suffix}"]
         current = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        model.load_state_dict(average_snapshots([os.path.join(callback.folder, e["file"]) for e in entries]))
+        model.load_state_dict(average_snapshots(callback.paths()))
         metrics = trainer.evaluate(metric_key_prefix="averaged")
         after = metrics[f"averaged_{suffix}"]
         better = after > before if callback.greater_is_better else after < before
@@ -203,9 +208,5 @@ def adopt_average_if_better(trainer, callback: KeepBestWeightsCallback) -> dict:
         logger.info("checkpoint averaging of steps %s: %s %.4f -> %.4f: %s", [e["step"] for e in entries],
                     callback.metric, before, after, "averaged weights kept" if better else "kept the single model")
     if trainer.is_world_process_zero():
-        os.makedirs(callback.folder, exist_ok=True)
-        path = os.path.join(callback.folder, "result.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(callback.folder, "result.json"), result)
     return result

@@ -23,10 +23,10 @@ import argparse
 import glob
 import json
 import os
-import re
 from pathlib import Path
 
 from hf_prunable_ctc.hub.publish import EXTRA_SPLIT_PREFIX
+from hf_prunable_ctc.training.trainer import last_complete_checkpoint
 
 REPORT = "depth_report.json"
 CONDITIONS = "conditions.json"
@@ -66,14 +66,14 @@ def load_reports(folder: str, strategy: str) -> dict:
 def validation_curve(folder: str) -> list[tuple[int, float]]:
     """[(step, validation WER % at full depth)] from the run's `trainer_state.json`, or its last checkpoint's when
     the run has not finished; [] when there is neither."""
-    candidates = [os.path.join(folder, "trainer_state.json")]
-    checkpoints = sorted(glob.glob(os.path.join(folder, "checkpoint-*", "trainer_state.json")),
-                         key=lambda p: int(re.search(r"checkpoint-(\d+)", p).group(1)), reverse=True)
-    for path in candidates + checkpoints:
-        if os.path.isfile(path):
-            history = json.loads(Path(path).read_text())["log_history"]
-            return [(e["step"], round(100 * e["eval_wer"], 2)) for e in history if "eval_wer" in e]
-    return []
+    path = os.path.join(folder, "trainer_state.json")
+    if not os.path.isfile(path):
+        checkpoint = last_complete_checkpoint(folder)
+        if checkpoint is None:
+            return []
+        path = os.path.join(checkpoint, "trainer_state.json")
+    history = json.loads(Path(path).read_text())["log_history"]
+    return [(e["step"], round(100 * e["eval_wer"], 2)) for e in history if "eval_wer" in e]
 
 
 def averaging_outcome(folder: str) -> dict | None:
