@@ -66,6 +66,11 @@ SCRIPT = textwrap.dedent("""
     if rank == 0:
         changed = (flat - torch.cat([p.detach().flatten() for p in tiny_model(seed=0).parameters()])).abs().max()
         print("MAXDIFF", (gathered[0] - gathered[1]).abs().max().item(), "CHANGED", changed.item())
+    # Tear down in order: both ranks past their last collective, DDP's hooks and buffers released, then the group.
+    # Without this a rank could destroy the group while gloo's worker thread still held DDP's work (SIGABRT,
+    # "terminate called without an active exception", seen once in CI under load).
+    dist.barrier()
+    del ddp, optimizer
     dist.destroy_process_group()
 """)
 
