@@ -106,6 +106,21 @@ def test_evaluate_depths_reports_listening_conditions_at_every_depth(saved_model
     assert "long_form WER" in capsys.readouterr().out
 
 
+def test_listening_conditions_can_use_fewer_utterances_than_the_depth_report(saved_model, tmp_path):
+    out = tmp_path / "report"
+    evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                          "--split", "test", "--max_eval_samples", "5", "--max_condition_samples", "2",
+                          "--strategies", "top", "--rtf_utterances", "0", "--output_dir", str(out),
+                          "--conditions", "silence"])
+    assert json.loads((out / "depth_report.json").read_text())["utterances"] == 5
+    assert json.loads((out / "conditions.json").read_text())["utterances"] == 2
+    with pytest.raises(SystemExit, match="--max_condition_samples must be >= 1"):
+        evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),
+                              "--strategies", "top", "--output_dir", str(tmp_path / "bad"), "--conditions", "silence",
+                              "--max_condition_samples", "0"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_depths_refuses_an_unknown_condition(saved_model, tmp_path):
     with pytest.raises(SystemExit, match="unknown --conditions"):
         evaluate_depths.main(["--model", str(saved_model), "--data_dir", str(ROOT / "data" / "demo"),

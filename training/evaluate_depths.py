@@ -68,6 +68,10 @@ def parse_args(argv=None):
                         help="also transcribe --split through the ASR pipeline under these listening conditions "
                              "(comma-separated: silence, long_form; see hf_prunable_ctc.evaluation.conditions) at "
                              "every depth of the model's pruning schedule; writes conditions.json/.md")
+    parser.add_argument("--max_condition_samples", type=int,
+                        help="utterances of --split the listening conditions use (the first N; default: as many as "
+                             "--max_eval_samples). Each is transcribed through the pipeline at every depth and under "
+                             "every condition, one at a time, so this part costs most")
     parser.add_argument("--silence_seconds", type=float, default=1.0, help="silence condition: seconds before/after")
     parser.add_argument("--long_form_seconds", type=float, default=60.0,
                         help="long_form condition: length of the joined recordings in seconds")
@@ -110,6 +114,9 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"evaluate_depths.py: error: unknown strategies {unknown}: choose from top, uniform, "
                          "greedy, svcca")
+    if args.max_condition_samples is not None and args.max_condition_samples < 1:
+        raise SystemExit(f"evaluate_depths.py: error: --max_condition_samples must be >= 1; "
+                         f"got {args.max_condition_samples}")
     if args.rtf_utterances < 0 or args.repeats < 1:
         raise SystemExit("evaluate_depths.py: error: --rtf_utterances must be >= 0 (0 skips the speed measurement) "
                          f"and --repeats >= 1; got {args.rtf_utterances} and {args.repeats}")
@@ -202,7 +209,8 @@ def write_condition_report(args, model, tokenizer, extractor, conditions):
     """Transcribe --split under `conditions` (and as it is) at every scheduled depth; write conditions.json/.md."""
     rows = load_split(args.dataset_name, args.split, args.dataset_config_name, args.data_dir, args.audio_column_name)
     audios, references = split_audio_and_references(rows, args.audio_column_name, args.text_column_name,
-                                                     extractor.sampling_rate, args.max_eval_samples)
+                                                     extractor.sampling_rate,
+                                                     args.max_condition_samples or args.max_eval_samples)
     asr = prunable_asr_pipeline(model=model, tokenizer=tokenizer, feature_extractor=extractor, device=model.device)
     settings = ConditionSettings(silence_seconds=args.silence_seconds, long_form_seconds=args.long_form_seconds,
                                  chunk_length_s=args.chunk_length_s)
