@@ -7,12 +7,11 @@ Batches go to the model's device here (the model may sit on a GPU while the data
 every caller, the Trainer, the pruning search and `evaluate_depths.py`, runs where the model is.
 """
 
-import json
-import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..json_files import write_json
 from ..modeling_prunable_ctc import PrunableCTCForCTC
 from .metrics import character_error_rate, compute_ctc_metrics, decode_ctc, word_error_rate
 
@@ -103,10 +102,7 @@ def write_per_depth_metrics(path, model, rates: Dict[int, Dict[str, float]], spl
         },
         **(extra or {}),
     }
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, record, indent=2)
     return record
 
 

@@ -7,7 +7,6 @@ are computed once beforehand and excluded, the same for every depth, so the numb
 feature extractor. Each setting is timed `repeats` times after a warm-up and the median is reported.
 """
 
-import json
 import os
 import platform
 import statistics
@@ -16,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..json_files import write_json
 from .depth_evaluation import subnetwork_error_rates
 from .svcca import collect_layer_outputs, svcca_matrix
 
@@ -142,9 +142,7 @@ def _write_report_files(report: dict, output_dir: str, stem: str) -> List[str]:
     """`<stem>.json` (written to a temporary file and renamed: never half a file) and `<stem>.md`."""
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, f"{stem}.json")
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(json_path + ".tmp", json_path)
+    write_json(json_path, report, indent=2)
     md_path = os.path.join(output_dir, f"{stem}.md")
     with open(md_path, "w") as f:
         f.write(format_report_markdown(report) + "\n")

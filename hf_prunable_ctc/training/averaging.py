@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
+from ..json_files import write_json
+
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FOLDER = "averaging"
@@ -101,21 +103,14 @@ class KeepBestWeightsCallback(TrainerCallback):
 
     def _write_index(self) -> None:
         write_json(os.path.join(self.folder, INDEX_FILE),
-                   {"metric": self.metric, "greater_is_better": self.greater_is_better, "snapshots": self.entries})
+                   {"metric": self.metric, "greater_is_better": self.greater_is_better, "snapshots": self.entries},
+                   indent=2)
 
     def _delete(self, entries: Sequence[dict]) -> None:
         for entry in entries:
             path = os.path.join(self.folder, entry["file"])
             if os.path.exists(path):
                 os.remove(path)
-
-
-def write_json(path: str, data: dict) -> None:
-    """Write `data` to a temporary file beside `path` and rename it: a killed run never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def read_index(folder: str) -> List[dict]:
@@ -208,5 +203,6 @@ def adopt_average_if_better(trainer, callback: KeepBestWeightsCallback) -> dict:
         logger.info("checkpoint averaging of steps %s: %s %.4f -> %.4f: %s", [e["step"] for e in entries],
                     callback.metric, before, after, "averaged weights kept" if better else "kept the single model")
     if trainer.is_world_process_zero():
-        write_json(os.path.join(callback.folder, "result.json"), result)
+        os.makedirs(callback.folder, exist_ok=True)
+        write_json(os.path.join(callback.folder, "result.json"), result, indent=2)
     return result

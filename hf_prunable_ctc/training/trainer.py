@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..evaluation.depth_evaluation import (check_eval_depths, default_eval_depths, per_depth_error_rates,
                                            per_depth_greedy_ids)
+from ..json_files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ class AugmentationStateCallback(TrainerCallback):
     def on_save(self, args, state, control, **unused):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):
-            path = os.path.join(folder, self.name)
-            with open(path + ".tmp", "w") as f:
-                json.dump(self.augmentation.state_dict(), f)
-            os.replace(path + ".tmp", path)
+            write_json(os.path.join(folder, self.name), self.augmentation.state_dict())
 
     def restore(self, checkpoint: str) -> bool:
         """Load the state saved in `checkpoint`; False (and a warning) when it has none (an older checkpoint)."""
