@@ -66,9 +66,9 @@ SCRIPT = textwrap.dedent("""
     if rank == 0:
         changed = (flat - torch.cat([p.detach().flatten() for p in tiny_model(seed=0).parameters()])).abs().max()
         print("MAXDIFF", (gathered[0] - gathered[1]).abs().max().item(), "CHANGED", changed.item())
-    # Tear down in order: both ranks past their last collective, DDP's hooks and buffers released, then the group.
-    # Without this a rank could destroy the group while gloo's worker thread still held DDP's work (SIGABRT,
-    # "terminate called without an active exception", seen once in CI under load).
+    # Tear down in order: both ranks past their last collective, DDP released, then the group. DDP's reducer holds
+    # the process group, so without `del ddp` gloo's group outlived destroy_process_group and was torn down at
+    # interpreter exit (rank 1 aborted once in CI: "terminate called without an active exception").
     dist.barrier()
     del ddp, optimizer
     dist.destroy_process_group()
