@@ -408,7 +408,7 @@ def export(args) -> dict:
     depths = [1] if args.quick else [1, num_layers // 2, num_layers]
     frames = int(args.seconds * 100)
     features = torch.randn(1, frames, 80)
-    mask = torch.ones(1, frames, dtype=torch.long)
+    mask = torch.ones(1, frames, dtype=torch.int32)  # the feature extractor's dtype, which the graph takes
     rows = {}
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -465,8 +465,8 @@ def subset_error_rates(backends: dict[str, Callable], limit: int | None = None) 
     rates = {"utterances": len(rows), "data": str(TEST_SUBSET.relative_to(ROOT))}
     with torch.inference_mode():
         for name, run in backends.items():
-            predictions = [tokenizer.decode(np.asarray(run(x["input_features"], x["attention_mask"].astype(np.int64))
-                                                       )[0].argmax(-1).tolist()) for x in inputs]
+            predictions = [tokenizer.decode(np.asarray(run(x["input_features"], x["attention_mask"]))[0].argmax(-1).tolist())
+                           for x in inputs]
             rates[name] = {"wer": 100 * word_error_rate(references, predictions),
                            "cer": 100 * character_error_rate(references, predictions)}
     return rates

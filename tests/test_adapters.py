@@ -1,6 +1,8 @@
 """make_prunable on small random stock CTC models of every supported family (no downloads)."""
 
+import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from transformers import (
     pipeline,
 )
 
-import hf_prunable_ctc.adapters.prunable_stock as prunable_stock
+import hf_prunable_ctc.modeling_prunable_ctc as modeling_prunable_ctc
 from hf_prunable_ctc.adapters import SUPPORTED_CLASSES, make_prunable
 from hf_prunable_ctc.data.vocabulary import make_tokenizer
 
@@ -196,28 +198,97 @@ def test_full_depth_save_records_the_settings_for_a_later_prune(tmp_path):
             again.stochastic_depth_schedule) == ([1, 3], 0.3, 0.25, "uniform")
 
 
-def test_stochastic_depth_rescales_kept_layers_and_runs_skipped_ones_under_ddp(monkeypatch):
-    model = build("wav2vec2-post-norm").train()
-    wrapped = make_prunable(model, stochastic_depth_rate=0.5, stochastic_depth_schedule="uniform")
-    x = torch.zeros(1, 3, 2)
-    calls = []
+class AddOne(torch.nn.Module):
+    """Stands for a stock layer: an update of +1 everywhere, counting its calls."""
 
-    def layer(hidden):  # update of +1 everywhere
-        calls.append(1)
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, hidden):
+        self.calls += 1
         return hidden + 1.0
 
-    torch.manual_seed(0)
-    outputs = {round(wrapped._run_layer(1, layer, x).mean().item(), 4) for _ in range(40)}
-    assert outputs == {0.0, 2.0}  # skipped: x; kept: x + 1 / (1 - 0.5)
-    assert len(calls) < 40  # a single process does not compute skipped layers
 
-    monkeypatch.setattr(prunable_stock, "is_distributed", lambda: True)
-    calls.clear()
-    outputs = {round(wrapped._run_layer(1, layer, x).mean().item(), 4) for _ in range(40)}
-    assert outputs == {0.0, 2.0} and len(calls) == 40  # DDP: every layer runs, skipped ones count zero
+def test_stochastic_depth_rescales_kept_layers_and_runs_skipped_ones_under_ddp(monkeypatch):
+    model = build("wav2vec2-post-norm").train()
+    make_prunable(model, stochastic_depth_rate=0.5, stochastic_depth_schedule="uniform")
+    prunable_layer = model.wav2vec2.encoder.layers[0]
+    stock = prunable_layer.layer = AddOne()
+    x = torch.zeros(1, 3, 2)
+
+    torch.manual_seed(0)
+    outputs = {round(prunable_layer(x).mean().item(), 4) for _ in range(40)}
+    assert outputs == {0.0, 2.0}  # skipped: x; kept: x + 1 / (1 - 0.5)
+    assert stock.calls < 40  # a single process does not compute skipped layers
+
+    monkeypatch.setattr(modeling_prunable_ctc, "distributed_world_size", lambda: 2)
+    stock.calls = 0
+    outputs = {round(prunable_layer(x).mean().item(), 4) for _ in range(40)}
+    assert outputs == {0.0, 2.0} and stock.calls == 40  # DDP: every layer runs, skipped ones count zero
 
     model.eval()
-    assert wrapped._run_layer(1, layer, x).mean().item() == 1.0  # no skipping or rescaling at inference
+    assert prunable_layer(x).mean().item() == 1.0  # no skipping or rescaling at inference
+
+
+def logits_of(wrapped, batch, **kwargs):
+    return wrapped(batch[wrapped.main_input_name], attention_mask=batch["attention_mask"], **kwargs).logits
+
+
+@pytest.mark.parametrize("family", ["wav2vec2-stable-layer-norm", "parakeet"])
+def test_a_deep_copy_runs_its_own_weights(family):
+    model = build(family).eval()
+    wrapped = make_prunable(model).eval()
+    batch = batch_for(model)
+    original = logits_of(wrapped, batch)
+    copied = copy.deepcopy(wrapped)
+    torch.testing.assert_close(logits_of(copied, batch), original, rtol=0, atol=0)
+
+    with torch.no_grad():  # the copy's layers only: the front end and head would show a change anyway
+        for parameter in copied.family.layers(copied.model).parameters():
+            parameter.mul_(0.5)
+    changed = logits_of(copied, batch)
+    assert not torch.allclose(changed, original)
+    # What the copy computes is what its weights compute in the stock model, and the original is untouched.
+    stock = build(family).eval()
+    stock.load_state_dict(copied.model.state_dict())
+    inputs = batch[model.main_input_name]
+    torch.testing.assert_close(changed, stock(inputs, attention_mask=batch["attention_mask"]).logits)
+    torch.testing.assert_close(logits_of(wrapped, batch), original, rtol=0, atol=0)
+
+
+def test_a_pickled_wrapper_keeps_its_weights_settings_and_depth_on_demand():
+    # Parakeet: the wav2vec2 family's weight-normed positional convolution cannot be pickled even unwrapped.
+    model = build("parakeet").eval()
+    wrapped = make_prunable(model, interctc_layers=[1, 3], stochastic_depth_rate=0.3).eval()
+    batch = batch_for(model)
+    restored = pickle.loads(pickle.dumps(wrapped))
+    assert (restored.interctc_layers, restored.stochastic_depth_rate) == ([1, 3], 0.3)
+    torch.testing.assert_close(logits_of(restored, batch), logits_of(wrapped, batch), rtol=0, atol=0)
+    # The restored layers follow the restored wrapper's per-call depth, not the original's.
+    torch.testing.assert_close(logits_of(restored, batch, num_layers=2), logits_of(wrapped, batch, num_layers=2),
+                               rtol=0, atol=0)
+    assert not torch.allclose(logits_of(restored, batch, num_layers=2), logits_of(wrapped, batch))
+
+
+@pytest.mark.parametrize("family", ["wav2vec2-post-norm", "parakeet"])
+def test_state_dicts_keep_the_stock_names_and_the_wrapper_loads_them(family):
+    model = build(family).eval()
+    stock_names = list(model.state_dict())
+    wrapped = make_prunable(model).eval()
+    assert list(wrapped.model.state_dict()) == stock_names
+    assert list(wrapped.state_dict()) == [f"model.{name}" for name in stock_names]
+
+    torch.manual_seed(1)
+    other = type(model)(model.config).eval()  # other weights
+    batch = batch_for(model)
+    inputs = batch[model.main_input_name]
+    expected = other(inputs, attention_mask=batch["attention_mask"]).logits
+    assert not torch.allclose(logits_of(wrapped, batch), expected)
+    result = wrapped.load_state_dict(other.state_dict())  # strict: every name must match
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(logits_of(wrapped, batch), expected, rtol=0, atol=0)
+    wrapped.load_state_dict(wrapped.state_dict())  # and its own names
 
 
 def test_linear_schedule_grows_with_depth():

@@ -88,3 +88,16 @@ def test_plain_ctc_then_prunable_fine_tune_then_pruned_stock_checkpoint(tmp_path
 def test_needs_exactly_one_model_source(tmp_path):
     with pytest.raises(ValueError, match="exactly one of --model_name_or_path"):
         run(tmp_path, tmp_path / "out")
+
+
+def test_resume_from_checkpoint_continues_the_checkpointed_run(tmp_path):
+    config = tmp_path / "init.json"
+    config.write_text(json.dumps(TINY["wav2vec2"]))
+    # The first run trains at another learning rate: only a resumed second run starts from its step-2 weights.
+    first = run(tmp_path, tmp_path / "first", "--init_config", str(config), "--do_train", "--max_steps", "2",
+                "--learning_rate", "1e-2", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1")
+    second = run(tmp_path, tmp_path / "second", "--init_config", str(config), "--do_train", "--max_steps", "3",
+                 "--logging_steps", "1", "--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint-2"))
+    losses = lambda trainer: [e["loss"] for e in trainer.state.log_history if "loss" in e]  # noqa: E731
+    assert second.state.global_step == 3
+    assert len(losses(second)) == 3 and losses(second)[:2] == losses(first)

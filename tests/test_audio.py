@@ -73,26 +73,46 @@ def test_stereo_file_and_arrays_downmix_to_mono(tmp_path):
     assert load_audio({"raw": np.full(400, 128, dtype=np.uint8), "sampling_rate": 16000}).max() == 0.0
 
 
-def test_unreadable_and_empty_audio_raise_audio_decoding_error(tmp_path):
+def test_unreadable_audio_raises_audio_decoding_error(tmp_path):
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"this is not audio" * 10)
-    empty = tmp_path / "empty.wav"
-    soundfile.write(empty, np.zeros(0, dtype=np.float32), 16000)
     bad_sources = [
         garbage,
         tmp_path / "missing.flac",
-        empty,
         b"",
         b"RIFF....WAVE",
         {"bytes": b"", "path": "x.wav"},
         {"bytes": None, "path": None},
-        {"array": np.zeros(0), "sampling_rate": 16000},
     ]
     for source in bad_sources:
         with pytest.raises(AudioDecodingError):
             load_audio(source)
     with pytest.raises(ValueError, match="garbage.wav"):  # a ValueError that names the file
         load_audio(garbage)
+
+
+def test_each_error_names_the_file_once(tmp_path):
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio" * 10)
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(b"RIFF....WAVE")
+    for path in (garbage, truncated, tmp_path / "missing.wav"):
+        with pytest.raises(AudioDecodingError) as raised:
+            load_audio(path)
+        assert str(raised.value).count(path.name) == 1, str(raised.value)
+        # `reason` is what a caller that names the file itself prints after it.
+        assert path.name not in raised.value.reason and raised.value.reason
+    with pytest.raises(AudioDecodingError, match="Format not recognised"):
+        load_audio(garbage)
+
+
+def test_audio_without_samples_decodes_to_an_empty_array(tmp_path):
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    for source in (empty, str(empty), empty.read_bytes(), {"array": np.zeros(0), "sampling_rate": 16000},
+                   {"array": np.zeros((2, 0), np.int16), "sampling_rate": 8000}):
+        audio = load_audio(source)
+        assert audio.shape == (0,) and audio.dtype == np.float32
 
 
 def test_wrong_types_are_type_errors():

@@ -1,7 +1,8 @@
-"""Issue 14 items 4 and 5, issue 9 item 8: a pruned folder works on its own and describes itself, not its source."""
+"""A pruned folder works on its own, describes itself (not its source) and names its source as the user gave it."""
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -98,10 +99,26 @@ def test_publish_depth_card_has_its_own_depths_and_no_source_report(measured, tm
 
 
 def test_prune_then_transcribe_the_pruned_folder(measured, tmp_path, capsys):
-    """Issue 14 item 4 from the shell: the pruned folder is transcribed like any model folder."""
+    """From the shell: the pruned folder is transcribed like any model folder."""
     import soundfile as sf
 
     sf.write(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
     assert main(["prune", str(measured), str(tmp_path / "pruned-2"), "--depth", "2"]) == 0
     assert main(["transcribe", str(tmp_path / "pruned-2"), str(tmp_path / "a.wav")]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"{tmp_path / 'a.wav'}\t")
+
+
+def test_pruned_folder_is_readable_by_others_and_its_card_names_the_source_as_given(measured, tmp_path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = os.umask(0o022)
+    try:
+        assert main(["prune", "full", "pruned", "--depth", "2"]) == 0
+    finally:
+        os.umask(before)
+    out = tmp_path / "pruned"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {p.name: 0o644 for p in out.iterdir()}
+    card = (out / "README.md").read_text()
+    assert "pruned from `full` (4 layers)" in card
+    assert str(tmp_path) not in card and ".partial" not in card  # no absolute or staging path

@@ -1,4 +1,4 @@
-"""Issue 12 items 2-4 in the CLI: `transcribe --rtf_budget / --early_exit_threshold` and `export`."""
+"""The runtime options in the CLI: `transcribe --rtf_budget / --early_exit_threshold` and `export`."""
 
 import json
 
@@ -8,8 +8,14 @@ import soundfile as sf
 import torch
 
 from conftest import save_model_folder
+from hf_prunable_ctc import PrunableCTCForCTC
 from hf_prunable_ctc.cli import main
-from hf_prunable_ctc.runtime.budget import PROFILE_FILE, device_key
+from hf_prunable_ctc.runtime.budget import profile_path
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_PRUNABLE_CTC_CACHE", str(tmp_path / "user-cache"))
 
 
 @pytest.fixture
@@ -31,11 +37,14 @@ def run_json(capsys, *argv):
 
 
 def write_profile(model_dir, rtf):
-    """A synthetic latency profile in the model folder, under the key profile_latency looks up by default."""
-    key = f"{device_key(torch.device('cpu'))}|batch=1|seconds=10"
+    """A synthetic latency profile for the model in `model_dir`, where profile_latency looks it up by default (the
+    user's cache folder, here one under the test's folder)."""
+    path = profile_path(PrunableCTCForCTC.from_pretrained(model_dir))
     profile = {"device": "synthetic", "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "audio_seconds": 10.0, "batch_size": 1, "rtf": {str(k): v for k, v in rtf.items()}}
-    (model_dir / PROFILE_FILE).write_text(json.dumps({key: profile}))
+               "audio_seconds": 10.0, "batch_size": 1, "rounds": 1, "rtf": {str(k): v for k, v in rtf.items()},
+               "measured_rtf": {str(k): v for k, v in rtf.items()}, "adjusted": False}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile))
 
 
 def test_json_lines_carry_the_depth_used(model_dir, audio, capsys):

@@ -1,6 +1,8 @@
-"""Issue 14 items 3, 6, 7, 8, 12: `transcribe` on folders and bad files, depth errors, short audio, help."""
+"""`transcribe`: folders and bad files, depth errors, short audio, help, chunking of long recordings, batching and
+timestamps."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +67,7 @@ def test_strategies_that_need_data_are_not_offered(capsys):
 
 @pytest.mark.parametrize("command", ["transcribe", "prune", "publish"])
 def test_missing_model_folder_is_reported_at_once(tmp_path, capsys, command):
-    """Issue 14 item 3: a path that does not exist is not tried as a Hub id (no network retries)."""
+    """A path that does not exist is not tried as a Hub id (no network retries)."""
     missing = str(tmp_path / "runs" / "nothing")
     extra = {"transcribe": [], "prune": ["--depth", "1"],
              "publish": ["--repo_id", "you/x", "--card_info", "card.json", "--dry_run"]}[command]
@@ -101,3 +103,70 @@ def test_many_files_show_a_progress_bar_on_stderr_only(model_dir, tmp_path, caps
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 10 and "transcribing" not in captured.out
     assert "transcribing" in captured.err and "10/10" in captured.err
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "model_cards" / "prunable-ctc-small-synth"
+SUBSET = REFERENCE.parent.parent / "data" / "reference_test_subset" / "test"
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory):
+    """About a minute of speech: the bundled utterances one after another, with a quarter second between them."""
+    from hf_prunable_ctc.data.audio import load_audio
+
+    pieces = []
+    for path in sorted(SUBSET.glob("*.flac"))[:30]:
+        pieces += [load_audio(path), np.zeros(4000, dtype=np.float32)]
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    sf.write(path, np.concatenate(pieces), 16000)
+    return path
+
+
+def frames_seen(monkeypatch):
+    """Record the number of feature frames of every forward call of the model class."""
+    from hf_prunable_ctc import PrunableCTCForCTC
+
+    seen, forward = [], PrunableCTCForCTC.forward
+
+    def recording(self, input_features, *args, **kwargs):
+        seen.append(input_features.shape[1])
+        return forward(self, input_features, *args, **kwargs)
+
+    monkeypatch.setattr(PrunableCTCForCTC, "forward", recording)
+    return seen
+
+
+def test_long_recordings_are_chunked_by_default_like_the_pipeline(long_recording, capsys, monkeypatch):
+    from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
+
+    duration = sf.info(long_recording).duration
+    assert duration > 50
+    expected = prunable_asr_pipeline(model=str(REFERENCE))(str(long_recording), chunk_length_s=10, num_layers=4)
+    seen = frames_seen(monkeypatch)
+    assert main(["transcribe", str(REFERENCE), str(long_recording), "--depth", "4", "--batch_size", "4"]) == 0
+    assert capsys.readouterr().out == f"{long_recording}\t{expected['text']}\n"
+    # 10-s chunks (100 frames per second, a little context on each side): the model never sees the whole minute.
+    assert len(seen) > 1 and max(seen) <= 1001
+    seen.clear()
+    assert main(["transcribe", str(REFERENCE), str(long_recording), "--chunk_length_s", "0"]) == 0
+    assert seen == [int(duration * 100) - 1]
+
+
+def test_timestamps_come_with_the_json_lines(long_recording, capsys):
+    assert main(["transcribe", str(REFERENCE), str(long_recording), "--json", "--timestamps", "word"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    words = record["chunks"]
+    assert " ".join(word["text"] for word in words) == record["text"] and len(words) > 50
+    starts = [word["timestamp"][0] for word in words]
+    assert starts == sorted(starts) and 50 < words[-1]["timestamp"][1] <= sf.info(long_recording).duration + 0.1
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--batch_size", "0"], "--batch_size must be at least 1"),
+    (["--chunk_length_s", "-1"], "--chunk_length_s must be >= 0"),
+    (["--timestamps", "word"], "add --json"),
+])
+def test_bad_batching_options_are_clear_errors(model_dir, tmp_path, capsys, options, message):
+    audio = noise(tmp_path / "a.wav")
+    assert main(["transcribe", str(model_dir), str(audio)] + options) == 2
+    assert message in capsys.readouterr().err

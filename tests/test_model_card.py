@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
@@ -12,7 +13,9 @@ from huggingface_hub import ModelCard
 from conftest import tiny_model
 from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
 from hf_prunable_ctc.data.vocabulary import make_tokenizer
-from hf_prunable_ctc.hub.model_card import build_model_card
+from hf_prunable_ctc.cli import main
+from hf_prunable_ctc import PrunableCTCConfig
+from hf_prunable_ctc.hub.model_card import ENCODER_NAMES, CardInfoError, build_model_card, parameter_count
 from hf_prunable_ctc.hub.publish import publish
 
 CARD = dict(model_name="prunable-ctc-toy", dataset_name="Toy synthetic speech", dataset_type="toy-synthetic",
@@ -110,8 +113,8 @@ def test_pruned_variant_has_its_own_smaller_card(measured_model, tmp_path, monke
 
 
 def test_card_template_is_package_data():
-    """Issue 9 item 3: the template is read from inside the package (a wheel carries it), not from the checkout;
-    .ci/run also publishes from a non-editable install in a fresh venv."""
+    """The template is read from inside the package (a wheel carries it), not from the checkout; .ci/run also
+    publishes from a non-editable install in a fresh venv."""
     import tomllib
     from pathlib import Path
 
@@ -175,3 +178,75 @@ def test_publish_carries_the_further_splits_and_conditions_with_the_model(measur
         result["files"])
     card = (tmp_path / "repo" / "README.md").read_text()
     assert "test_unseen_text WER %" in card and "### Listening conditions" in card
+
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "model_cards" / "prunable-ctc-small-synth"
+REFERENCE_CARD_INFO = ROOT / "training" / "cards" / "reference.json"
+
+
+def test_card_states_the_architecture_of_the_model(measured_model):
+    config = PrunableCTCConfig.from_pretrained(measured_model)
+    parameters = parameter_count(config)
+    assert parameters == tiny_model(num_mel_bins=80, vocab_size=config.vocab_size).count_parameters()
+    text = " ".join(build_model_card(str(measured_model), **CARD).text.split())
+    encoder = ENCODER_NAMES[config.encoder_type]
+    assert (f"this is a {encoder} CTC model with 4 encoder layers (hidden size 32, 4 attention heads, "
+            f"{parameters / 1e6:.1f} M parameters), trained with intermediate CTC (at layers 1, 2, 3, weight 0.5)"
+            in text)
+
+
+def test_card_texts_name_the_models_fields_and_results(measured_model):
+    card = dict(CARD,
+                summary="A {{ num_layers }}-layer {{ encoder }}, {{ parameters }} parameters, d={{ hidden_size }}.",
+                limitations="At {{ num_layers }} layers: {{ results.test[num_layers].wer }}% WER on `test`.")
+    text = build_model_card(str(measured_model), **card).text
+    config = PrunableCTCConfig.from_pretrained(measured_model)
+    encoder = ENCODER_NAMES[config.encoder_type]
+    assert f"A 4-layer {encoder}, {parameter_count(config) / 1e6:.1f} M parameters, d=32." in text
+    assert "At 4 layers: 10.0% WER on `test`." in text  # the depth report's full-depth row
+
+
+@pytest.mark.parametrize("field, text, message", [
+    ("summary", "A small Conformer CTC speech recognizer (8 layers, 4.2 M parameters, characters).", "'8 layers'"),
+    ("summary", "A 4-layer model with 4.2 M parameters.", "'4.2 M parameters'"),
+    ("training", "Model: d=144, 4 heads, FFN 64, conv kernel 5.", "'d=144'"),
+    ("training", "Model: d=32, 8 heads.", "'8 heads'"),
+    ("training", "Model: FFN 576.", "'FFN 576'"),
+    ("training", "Model: conv kernel 15.", "'conv kernel 15'"),
+    ("limitations", "At 8 layers it is far from good.", "'8 layers'"),
+    ("summary", "Results for {{ results.test_unseen_engine[4].wer }}% WER.", "test_unseen_engine"),
+    ("summary", "{{ num_layer }} layers.", "num_layer"),
+])
+def test_card_information_that_contradicts_the_model_is_refused(measured_model, field, text, message):
+    with pytest.raises(CardInfoError, match=message):
+        build_model_card(str(measured_model), **dict(CARD, **{field: text}))
+
+
+def test_the_other_encoder_type_is_refused_but_the_library_name_is_not(measured_model):
+    encoder_type = PrunableCTCConfig.from_pretrained(measured_model).encoder_type
+    other = "Transformer" if encoder_type == "conformer" else "Conformer"
+    with pytest.raises(CardInfoError, match=f"'{other}'"):
+        build_model_card(str(measured_model), **dict(CARD, summary=f"A small {other} CTC model."))
+    assert "Transformers model" in build_model_card(str(measured_model), **dict(
+        CARD, summary="A Hugging Face Transformers model.")).text
+
+
+def test_the_reference_card_information_does_not_describe_another_model(measured_model, tmp_path, monkeypatch,
+                                                                        capsys):
+    """The published model's card information names its test_unseen_engine results and its own layers: for a
+    model without them publish refuses, writing nothing."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "repo"
+    code = main(["publish", str(measured_model), str(out), "--repo_id", "you/x", "--card_info",
+                 str(REFERENCE_CARD_INFO), "--dry_run"])
+    assert code == 2 and not out.exists()
+    assert "card information 'limitations'" in capsys.readouterr().err
+
+
+def test_the_reference_card_is_what_publish_renders():
+    """model_cards/prunable-ctc-small-synth/README.md is regenerated, not edited: the model, its reports and
+    training/cards/reference.json render it exactly."""
+    card_info = json.loads(REFERENCE_CARD_INFO.read_text())
+    card = build_model_card(str(REFERENCE), repo_id="you/prunable-ctc-small-synth", **card_info)
+    assert str(card) == (REFERENCE / "README.md").read_text()

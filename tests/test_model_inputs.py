@@ -1,4 +1,4 @@
-"""Every input to the model gets a defined outcome (issue 13 "Model API" and "Inputs", issue 14 items 7 and 11).
+"""Every input to the model gets a defined outcome: keyword arguments, features, lengths, depths, checkpoints.
 
 Errors come from the model itself, so `forward`, the pipeline and the CLI all give the same message.
 """
@@ -61,6 +61,28 @@ def test_shorter_than_the_subsampling_still_gives_frames(frames):
         out = model(torch.randn(1, frames, 16))
     assert out.logits.shape[1] == out.output_lengths.item() >= 1
     assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("self_conditioning", [False, True])
+def test_padded_frames_are_certain_blanks_so_greedy_ids_match_each_utterance_alone(self_conditioning):
+    model = tiny_model(interctc_layers=[2], self_conditioning=self_conditioning)
+    features, mask = padded_batch([57, 40, 23])
+    blank = model.config.pad_token_id
+    with torch.no_grad():
+        out = model(features, attention_mask=mask, output_intermediate_logits=True)
+        for row, length in enumerate(mask.sum(-1).tolist()):
+            alone = model(features[row:row + 1, :length]).logits[0]
+            valid = int(out.output_lengths[row])
+            assert valid == alone.shape[0]
+            # Greedy ids over every frame of the batch row: the utterance's own ids, then only blanks.
+            ids = out.logits[row].argmax(-1)
+            assert torch.equal(ids[:valid], alone.argmax(-1)) and bool((ids[valid:] == blank).all())
+            for logits in out.intermediate_logits:
+                assert bool((logits[row, valid:].argmax(-1) == blank).all())
+        # The padded frames' probabilities are finite: one for the blank, zero elsewhere.
+        probabilities = out.logits.softmax(-1)
+        assert bool(torch.isfinite(out.logits.log_softmax(-1)).all())
+        assert bool((probabilities[2, int(out.output_lengths[2]):, blank] == 1).all())
 
 
 def test_an_empty_utterance_in_a_batch_leaves_the_others_unchanged():

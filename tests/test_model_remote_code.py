@@ -1,4 +1,5 @@
-"""The remote-code files that `save_pretrained` writes are safe to import (issue 13 "Security").
+"""The remote-code files that `save_pretrained` writes are safe to import, and the published model carries the
+package's own.
 
 Whoever loads a checkpoint with `trust_remote_code=True` runs these files: they must import only torch,
 transformers, the standard library and each other, and do nothing at import beyond defining classes and
@@ -93,3 +94,18 @@ def test_importing_the_written_files_does_no_io(written, tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "OK PrunableCTCForCTC"
+
+
+def test_the_published_model_carries_the_packages_remote_code():
+    """Users who load the published folder with `trust_remote_code=True` run its copies: they must be the package's
+    files as they are now (refresh them with `publish` after changing the model code)."""
+    from pathlib import Path
+
+    import hf_prunable_ctc
+
+    package = Path(hf_prunable_ctc.__file__).parent
+    published = package.parent / "model_cards" / "prunable-ctc-small-synth"
+    copies = sorted(path.name for path in published.glob("*.py"))
+    assert {"configuration_prunable_ctc.py", "modeling_prunable_ctc.py", "pruning.py", "early_exit.py"} <= set(copies)
+    stale = [name for name in copies if (published / name).read_bytes() != (package / name).read_bytes()]
+    assert stale == []

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from conftest import padded_batch, tiny_config, tiny_model
 from hf_prunable_ctc import PrunableCTCForCTC, PrunableCTCModel
+from hf_prunable_ctc.modeling_prunable_ctc import blank_padded_frames
 
 
 def labels_for(batch_size, lengths, vocab_size=12, seed=0):
@@ -94,8 +95,9 @@ def test_wrong_feature_size_is_an_error():
 
 
 def test_stochastic_depth_top_layer_gets_no_gradient(batch):
-    # Linear schedule with p_max = 1: the top layer is always skipped in training.
-    model = tiny_model(stochastic_depth_rate=1.0).train()
+    # The top layer always skipped in training (a rate of 1 is not a valid setting, so the probability is set here).
+    model = tiny_model().train()
+    model.model.skip_probability = lambda layer: float(layer == len(model.model.layers))
     features, mask = batch
     for _ in range(3):
         model.zero_grad()
@@ -127,7 +129,8 @@ def test_num_layers_logits_equal_head_on_hidden_state(batch):
         full = model(features, mask, output_hidden_states=True)
         assert len(full.hidden_states) == 5
         for k in range(1, 5):
-            torch.testing.assert_close(model.logits_from_hidden_state(full.hidden_states[k]),
+            head = model.logits_from_hidden_state(full.hidden_states[k])
+            torch.testing.assert_close(blank_padded_frames(head, full.output_lengths, model.config.pad_token_id),
                                        model(features, mask, num_layers=k).logits)
 
 
@@ -158,7 +161,9 @@ def test_encoder_output_matches_ctc_model(batch):
     features, mask = batch
     with torch.no_grad():
         encoded = model.model(features, mask)
-        torch.testing.assert_close(model.lm_head(encoded.last_hidden_state), model(features, mask).logits)
+        head = model.lm_head(encoded.last_hidden_state)
+        torch.testing.assert_close(blank_padded_frames(head, encoded.output_lengths, model.config.pad_token_id),
+                                   model(features, mask).logits)
     assert isinstance(model, PrunableCTCForCTC)
 
 
@@ -260,7 +265,8 @@ def test_return_dict_false_gives_tuples(where, batch):
     assert isinstance(out, tuple) and isinstance(encoded, tuple)
     torch.testing.assert_close(out[0], expected.loss)
     torch.testing.assert_close(out[1], expected.logits)
-    torch.testing.assert_close(model.lm_head(encoded[0]), expected.logits)
+    head = model.lm_head(encoded[0])
+    torch.testing.assert_close(blank_padded_frames(head, encoded[1], model.config.pad_token_id), expected.logits)
 
 
 @pytest.mark.parametrize("encoder_type", ["transformer", "conformer"])

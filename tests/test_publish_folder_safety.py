@@ -1,6 +1,9 @@
-"""Issue 14 item 1: `publish` never deletes a folder or file it did not write, and never the source model."""
+"""`publish` never deletes a folder or file it did not write, never the source model, and writes its folder with
+the permissions the umask gives new files."""
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -82,3 +85,26 @@ def test_a_file_added_to_a_written_folder_is_kept_and_refused(runs, tmp_path):
         publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
     assert (tmp_path / "repo" / "my_notes.md").read_text() == "mine"
     assert (tmp_path / "repo" / "model.safetensors").exists()
+
+
+def modes(folder):
+    """{relative path: permission bits} of `folder` ("." itself), its sub-folders and files."""
+    return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]}
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test and restore it afterwards."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield lambda mask: os.umask(mask)
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_written_folder_has_the_permissions_of_new_files(runs, tmp_path, umask, mask, folder_mode, file_mode):
+    umask(mask)
+    publish(str(runs / "mymodel"), str(tmp_path / "repo"), "you/x", CARD, dry_run=True)
+    found = modes(tmp_path / "repo")
+    assert "model.safetensors" in found and "README.md" in found
+    assert found == {name: folder_mode if (tmp_path / "repo" / name).is_dir() else file_mode for name in found}

@@ -1,4 +1,4 @@
-"""Issue 13 (bullet 3): with the package installed, a published folder loads through every documented path
+"""With the package installed, a published folder loads through every documented path
 (config, model, tokenizer, feature extractor, processor, pipeline) without trust_remote_code and without a prompt."""
 
 import os

@@ -1,4 +1,4 @@
-"""Issue 14 item 2: with a token but no network, publish writes and lists the folder and says why nothing was
+"""With a token but no network, publish writes and lists the folder and says why nothing was
 uploaded, instead of a ConnectError traceback."""
 
 import json

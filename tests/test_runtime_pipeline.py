@@ -1,4 +1,5 @@
-"""Issue 12 items 2 and 3 through the pipeline: depth, RTF budget or early exit per call, with no reload."""
+"""The package's ASR pipeline: depth, RTF budget or early exit per call, with no reload; the same outputs as the stock
+pipeline; files, bytes and other sampling rates without ffmpeg or torchaudio."""
 
 import copy
 import csv
@@ -114,3 +115,31 @@ def test_text_and_timestamps_equal_the_stock_pipeline_for_every_input_form(setup
     assert asr({"raw": audio, "sampling_rate": 16000}) == stock({"raw": audio, "sampling_rate": 16000})
     assert asr(clips) == stock(clips) and len(clips) == 3  # a list: one result per recording
     assert list(asr(clip for clip in clips)) == stock(clips)
+
+
+def test_files_bytes_and_other_sampling_rates_need_neither_ffmpeg_nor_torchaudio(setup, tmp_path, monkeypatch):
+    import shutil
+    import soundfile as sf
+    import soxr
+
+    model, tokenizer, extractor, clips, asr = setup
+    # The stock pipeline reads files with the ffmpeg binary and resamples with torchaudio; neither is used here.
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setitem(__import__("sys").modules, "torchaudio", None)
+    expected = asr(clips[0])
+    path = tmp_path / "clip.flac"
+    sf.write(path, clips[0], 16000)
+    assert asr(str(path)) == expected and asr(path) == expected
+    assert asr(path.read_bytes()) == expected
+    assert asr({"bytes": None, "path": str(path)}) == expected
+    assert asr([str(path), path.read_bytes()], batch_size=2) == [expected, expected]
+    # Another rate: resampled to the extractor's rate by soxr, as load_audio does for files.
+    at_8k = soxr.resample(clips[0], 16000, 8000, quality="HQ")
+    resampled = load_audio({"array": at_8k, "sampling_rate": 8000})
+    for form in ({"raw": at_8k, "sampling_rate": 8000}, {"array": at_8k, "sampling_rate": 8000},
+                 {"raw": torch.from_numpy(at_8k), "sampling_rate": 8000}):
+        assert asr(form) == asr(resampled), sorted(form)
+        assert asr(form, num_layers=2) == asr(resampled, num_layers=2)
+    sf.write(tmp_path / "clip_8k.wav", at_8k, 8000)
+    decoded = load_audio(tmp_path / "clip_8k.wav")
+    assert asr(str(tmp_path / "clip_8k.wav"), chunk_length_s=2) == asr(decoded, chunk_length_s=2)

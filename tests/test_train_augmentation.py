@@ -1,4 +1,4 @@
-"""Issue 10 item 1 wired into training: `train.py --augmentation_config` augments training batches only (per
+"""Waveform augmentation wired into training: `train.py --augmentation_config` augments training batches only (per
 waveform and, for a share of batches, long form), writes the settings it used, and refuses cached features."""
 
 import json
@@ -152,7 +152,7 @@ def test_evaluation_batches_never_go_through_the_augmentation(tmp_path):
 
 
 def test_reference_augmented_recipe_matches_the_reference_model_with_augmentation():
-    """Issue 10 item 3's retraining recipe: the reference model's config, trained on waveforms with standard.json;
+    """The reference model's retraining recipe: the reference model's config, trained on waveforms with standard.json;
     its ablation twin (reference_v2.json) differs only in the augmentation (and so the feature mode), which starts
     from the twin's checkpoint-4500 (the first 4,500 steps are shared)."""
     recipes = ROOT / "training" / "recipes"

@@ -1,4 +1,4 @@
-"""Command lines (issue 14 items 9 and 10): `train.py RECIPE.json [--flag value ...]`, and `evaluate_depths.py`
+"""Command lines: `train.py RECIPE.json [--flag value ...]`, and `evaluate_depths.py`
 checking its splits before loading anything."""
 
 import csv
@@ -19,7 +19,7 @@ from hf_prunable_ctc.training.trainer import recipe_arguments  # noqa: E402
 
 
 def test_recipe_flags_override_the_file(tmp_path):
-    """Issue 14 item 10: the recipe's values are defaults that command-line flags override."""
+    """The recipe's values are defaults that command-line flags override."""
     recipe = ROOT / "training" / "recipes" / "demo.json"
     _, (model_args, data_args, args, _) = train.parse_arguments(
         [str(recipe), "--max_steps", "20", "--output_dir", str(tmp_path / "x"), "--load_best_model_at_end", "false",
@@ -34,7 +34,7 @@ def test_recipe_flags_override_the_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["demo.json", "reference.json", "reference_continued.json"])
 def test_every_recipe_parses_and_states_ddp_find_unused_parameters(name):
-    """Issue 9 item 5: recipes say how DDP treats parameters stochastic depth leaves unused."""
+    """Recipes say how DDP treats parameters stochastic depth leaves unused."""
     recipe = ROOT / "training" / "recipes" / name
     assert "ddp_find_unused_parameters" in json.loads(recipe.read_text())
     train.parse_arguments([str(recipe)])
@@ -88,7 +88,7 @@ def evaluate_args(model_dir, corpus, output_dir, *extra):
 
 def test_evaluate_depths_without_a_search_split_runs_the_data_free_strategies(model_and_test_only_corpus, tmp_path,
                                                                                capsys):
-    """Issue 14 item 9: no validation split: top and uniform run, greedy and svcca are left out and it says so."""
+    """No validation split: top and uniform run, greedy and svcca are left out and it says so."""
     model_dir, corpus = model_and_test_only_corpus
     evaluate_depths.main(evaluate_args(model_dir, corpus, tmp_path / "report"))
     out = capsys.readouterr().out
@@ -98,7 +98,7 @@ def test_evaluate_depths_without_a_search_split_runs_the_data_free_strategies(mo
 
 
 def test_evaluate_depths_checks_splits_before_loading_anything(model_and_test_only_corpus, tmp_path):
-    """Issue 14 item 9: a missing split is reported at once (here the model folder does not even exist)."""
+    """A missing split is reported at once (here the model folder does not even exist)."""
     _, corpus = model_and_test_only_corpus
     with pytest.raises(SystemExit, match="--split 'dev' is not in the dataset \\(splits: test\\)"):
         evaluate_depths.main(evaluate_args(tmp_path / "no_model", corpus, tmp_path / "r", "--split", "dev"))
@@ -111,7 +111,7 @@ def test_evaluate_depths_checks_splits_before_loading_anything(model_and_test_on
 
 
 def test_evaluate_depths_searches_on_the_test_split_only_when_allowed(model_and_test_only_corpus, tmp_path):
-    """Issue 14 item 9: --allow_search_on_test lets --search_split equal --split."""
+    """--allow_search_on_test lets --search_split equal --split."""
     model_dir, corpus = model_and_test_only_corpus
     evaluate_depths.main(evaluate_args(model_dir, corpus, tmp_path / "report", "--search_split", "test",
                                        "--allow_search_on_test", "--strategies", "top,greedy"))

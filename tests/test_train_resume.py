@@ -1,6 +1,6 @@
-"""Training never loses work (issue 13, Training; issue 9 item 8): a run killed between checkpoints resumes to the
-same weights as an uninterrupted one, a half-written checkpoint is never the one resumed from, and resuming reads
-the tokenizer from the checkpoint."""
+"""Training never loses work: a run killed between checkpoints resumes to the same weights as an uninterrupted one,
+a half-written checkpoint is never the one resumed from, resuming reads the tokenizer from the checkpoint, and a
+finished run is not trained again by mistake."""
 
 import json
 import sys
@@ -54,7 +54,7 @@ def run_killed_at_step_5(tmp_path, monkeypatch, output_dir, *extra):
 
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    """Issue 13 (Training): kill after step 5 (checkpoint-4 complete, checkpoint-6 half-written by an earlier
+    """Kill after step 5 (checkpoint-4 complete, checkpoint-6 half-written by an earlier
     kill during a save), resume: same final weights and losses as a run that was never stopped."""
     straight = tmp_path / "straight"
     reference = train.main(run_args(tmp_path, straight))
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, mon
 
 
 def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
-    """Issue 13 (Training): a checkpoint without trainer_state.json, with a truncated one, or without weights is
+    """A checkpoint without trainer_state.json, with a truncated one, or without weights is
     skipped in favour of the previous complete one; an explicit incomplete one is refused with a clear error."""
     complete = tmp_path / "checkpoint-10"
     complete.mkdir()
@@ -100,7 +100,7 @@ def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
 
 
 def test_resuming_reads_the_tokenizer_from_the_checkpoint(tmp_path):
-    """Issue 9 item 8: without --model_name_or_path, a resumed run uses the checkpoint's tokenizer, not one rebuilt
+    """Without --model_name_or_path, a resumed run uses the checkpoint's tokenizer, not one rebuilt
     from (possibly different) training text, whose vocabulary would not fit the checkpoint's weights."""
     from transformers import AutoTokenizer
 
@@ -168,3 +168,47 @@ def test_continue_from_checkpoint_refuses_bad_sources(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         train.main(run_args(tmp_path, tmp_path / "out", "--continue_from_checkpoint", str(tmp_path / "a"),
                             "--resume_from_checkpoint", str(tmp_path / "b")))
+
+
+def test_a_finished_run_is_not_trained_again_and_a_larger_max_steps_extends_it(tmp_path, capsys):
+    """Training into the folder of a finished run up to a step it has reached would train nothing, report a loss
+    of 0.0 and print the old results: it is refused with what to do instead. A larger --max_steps goes on."""
+    out = tmp_path / "run"
+    train.main(run_args(tmp_path, out, "--max_steps", "4"))
+    final = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    for max_steps in ("2", "4"):
+        with pytest.raises(SystemExit):
+            train.main(run_args(tmp_path, out, "--max_steps", max_steps))
+        error = capsys.readouterr().err
+        assert f"holds a complete run, trained to step 4; this run would stop at step {max_steps}" in error
+        assert "give a new --output_dir" in error and f"--max_steps above 4 to train it further from {out}" in error
+    assert (out / "model.safetensors").read_bytes() == final  # the refused runs left the folder as it was
+
+    trainer = train.main(run_args(tmp_path, out, "--max_steps", "6"))
+    assert trainer.state.global_step == 6
+    assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0  # steps 5 and 6 were trained
+
+
+def test_a_finished_run_without_checkpoints_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    train.main(run_args(tmp_path, out, "--max_steps", "2", "--save_strategy", "no"))
+    assert not list(out.glob("checkpoint-*"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train.main(run_args(tmp_path, out, "--max_steps", "2", "--save_strategy", "no"))
+    error = capsys.readouterr().err
+    assert "holds a complete run, trained to step 2" in error and "no checkpoint to train further from" in error
+
+
+def test_a_finished_epoch_based_run_is_refused_too(tmp_path, capsys):
+    """The demo recipe counts epochs, not steps: the step a run would stop at is counted as the Trainer does."""
+    out = tmp_path / "run"
+    epochs = [arg for arg in run_args(tmp_path, out) if arg != "--max_steps" and arg != "6"]
+    epochs += ["--num_train_epochs", "1"]  # 16 samples in batches of 4: 4 steps
+    first = train.main(epochs)
+    assert first.state.global_step == 4 and first.planned_steps() == 4
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train.main(epochs)
+    assert "trained to step 4; this run would stop at step 4" in capsys.readouterr().err

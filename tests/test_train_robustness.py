@@ -1,8 +1,8 @@
 """Training and evaluation that neither diverge silently nor run on the wrong device.
 
-- issue 13 (Training): labels longer than the model's output frames give a finite loss and the utterance is kept;
+- labels longer than the model's output frames give a finite loss and the utterance is kept;
   a step with non-finite gradients leaves the weights untouched.
-- issue 9 item 7: per-depth evaluation and the pruning searches move CPU batches to the model's device. Tested on
+- per-depth evaluation and the pruning searches move CPU batches to the model's device. Tested on
   CPU with the model on the `meta` device: a forward pre-hook records the devices of the tensors the model
   receives and stops the call (the model itself cannot run on `meta`).
 """
@@ -41,7 +41,7 @@ def make_trainer(tmp_path, dataset, **args):
 
 
 def test_labels_longer_than_the_output_frames_give_a_finite_loss(tmp_path):
-    """Issue 13 (Training): 12 frames become 2 output frames after 4x subsampling, fewer than 20 labels; the loss
+    """12 frames become 2 output frames after 4x subsampling, fewer than 20 labels; the loss
     and gradients stay finite (the model's `ctc_zero_infinity`: that utterance contributes 0 to the batch mean)."""
     dataset = feature_rows([12, 200], [list(range(3, 23)), [3, 4, 5]])
     trainer = make_trainer(tmp_path, dataset, max_steps=1)
@@ -53,7 +53,7 @@ def test_labels_longer_than_the_output_frames_give_a_finite_loss(tmp_path):
 
 
 def test_prepare_split_keeps_an_utterance_with_more_labels_than_frames(tmp_path):
-    """Issue 13 (Training): such an utterance is counted (kept, and scored in evaluation), not dropped."""
+    """Such an utterance is counted (kept, and scored in evaluation), not dropped."""
     import soundfile as sf
 
     from hf_prunable_ctc.data.speech_data import prepare_split
@@ -65,7 +65,7 @@ def test_prepare_split_keeps_an_utterance_with_more_labels_than_frames(tmp_path)
 
 
 def test_a_step_with_non_finite_gradients_leaves_the_weights_untouched(tmp_path):
-    """Issue 13 (Training): a NaN gradient (as from an overflow) skips the optimizer step; without the guard,
+    """A NaN gradient (as from an overflow) skips the optimizer step; without the guard,
     gradient clipping spreads the NaN to every gradient and AdamW writes NaN into every weight."""
     dataset = feature_rows([80, 60], [[3, 4, 5], [6, 7]])
     trainer = make_trainer(tmp_path, dataset, max_steps=1, max_grad_norm=1.0, weight_decay=0.01)
@@ -117,7 +117,7 @@ def meta_model_and_cpu_batch():
     lambda model, batch: greedy_schedule(model, batches=[batch], criterion="wer", tokenizer=TOKENIZER),
 ], ids=["per_depth_greedy_ids", "subnetwork_error_rates", "subnetwork_score", "greedy_loss", "greedy_wer"])
 def test_evaluation_and_search_move_batches_to_the_models_device(meta_model_and_cpu_batch, call):
-    """Issue 9 item 7: CPU batches reach a model on another device on that device."""
+    """CPU batches reach a model on another device on that device."""
     model, batch = meta_model_and_cpu_batch
     seen = devices_the_model_receives(model)
     with pytest.raises(Stop):

@@ -198,7 +198,7 @@ def main(argv=None):
     train_seconds = None
     if training_args.do_train:
         start = time.time()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         train_seconds = round(time.time() - start, 1)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)

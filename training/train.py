@@ -31,9 +31,10 @@ from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
 from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.hub.publish import outcome, publish
 from hf_prunable_ctc.training.averaging import KeepBestWeightsCallback, adopt_average_if_better, metric_key
-from hf_prunable_ctc.training.trainer import (AugmentationStateCallback, PerDepthCTCTrainer,
-                                              PrunableCTCTrainingArguments, adopt_checkpoint, checkpoint_step,
-                                              is_complete_checkpoint, last_complete_checkpoint, recipe_arguments)
+from hf_prunable_ctc.training.trainer import (AugmentationStateCallback, FinishedRunError, PerDepthCTCTrainer,
+                                              PrunableCTCTrainingArguments, adopt_checkpoint, check_run_unfinished,
+                                              checkpoint_step, is_complete_checkpoint, last_complete_checkpoint,
+                                              recipe_arguments)
 
 logger = logging.getLogger(__name__)
 
@@ -234,10 +235,6 @@ def main(argv=None):
         raise ValueError("no training utterance survived preparation: " + train_report.summary("train"))
 
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-    if training_args.should_save:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        save_processor(feature_extractor, tokenizer, training_args.output_dir)
-
     augmentation = None
     if data_args.augmentation_config:
         augmentation_config = load_augmentation_config(data_args.augmentation_config, training_args.seed,
@@ -247,9 +244,6 @@ def main(argv=None):
         if training_args.world_size > 1:
             # Every process would otherwise draw the same augmentations (for different utterances, but in lockstep).
             augmentation.reseed([augmentation_config.seed, training_args.process_index])
-        if training_args.should_save:
-            with open(os.path.join(training_args.output_dir, "augmentation.json"), "w", encoding="utf-8") as f:
-                json.dump(augmentation_config.to_dict(), f, indent=2)
         logger.info("augmentation (training batches only): %s", json.dumps(augmentation_config.to_dict()))
     # The training collator alone augments: PerDepthCTCTrainer evaluates with its `for_evaluation()` copy.
     collator = DataCollatorCTCWithPadding(
@@ -269,6 +263,18 @@ def main(argv=None):
         tokenizer=tokenizer,
         eval_depths=data_args.eval_depths,
     )
+    if training_args.do_train:
+        try:
+            check_run_unfinished(trainer, resumed)
+        except FinishedRunError as error:
+            parser.error(str(error))
+    # Written once the run is known to train: a refused run leaves its folder as it was.
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        save_processor(feature_extractor, tokenizer, training_args.output_dir)
+        if augmentation is not None:
+            with open(os.path.join(training_args.output_dir, "augmentation.json"), "w", encoding="utf-8") as f:
+                json.dump(augmentation.config.to_dict(), f, indent=2)
     logger.info("model: %s, %s parameters", model.config.encoder_type, f"{model.num_parameters():,d}")
     if augmentation is not None:
         augmentation_state = AugmentationStateCallback(augmentation, rank=training_args.process_index)

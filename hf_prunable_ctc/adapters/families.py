@@ -54,8 +54,19 @@ class CTCFamily:
         return len(self.layers(model))
 
 
+# Named functions rather than lambdas: a family is part of every wrapper, which must pickle.
+
+
 def _wav2vec2_backbone(model: nn.Module) -> nn.Module:
     return getattr(model, model.base_model_prefix)
+
+
+def _wav2vec2_layers(model: nn.Module) -> nn.ModuleList:
+    return _wav2vec2_backbone(model).encoder.layers
+
+
+def _wav2vec2_encoder_config(model: nn.Module):
+    return model.config
 
 
 def _wav2vec2_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -74,6 +85,14 @@ def _wav2vec2_lengths(model: nn.Module, input_lengths: torch.Tensor) -> torch.Te
     return model._get_feat_extract_output_lengths(input_lengths).to(torch.long)
 
 
+def _parakeet_layers(model: nn.Module) -> nn.ModuleList:
+    return model.encoder.layers
+
+
+def _parakeet_encoder_config(model: nn.Module):
+    return model.config.encoder_config
+
+
 def _parakeet_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return model.ctc_head(hidden)
 
@@ -85,19 +104,19 @@ def _parakeet_lengths(model: nn.Module, input_lengths: torch.Tensor) -> torch.Te
 WAV2VEC2_FAMILY = CTCFamily(
     name="wav2vec2 (Wav2Vec2ForCTC, HubertForCTC, Wav2Vec2ConformerForCTC)",
     model_types=("wav2vec2", "hubert", "wav2vec2-conformer"),
-    layers=lambda model: _wav2vec2_backbone(model).encoder.layers,
+    layers=_wav2vec2_layers,
     logits_from_hidden_state=_wav2vec2_logits,
     output_lengths=_wav2vec2_lengths,
-    encoder_config=lambda model: model.config,
+    encoder_config=_wav2vec2_encoder_config,
 )
 
 PARAKEET_FAMILY = CTCFamily(
     name="parakeet (ParakeetForCTC)",
     model_types=("parakeet_ctc",),
-    layers=lambda model: model.encoder.layers,
+    layers=_parakeet_layers,
     logits_from_hidden_state=_parakeet_logits,
     output_lengths=_parakeet_lengths,
-    encoder_config=lambda model: model.config.encoder_config,
+    encoder_config=_parakeet_encoder_config,
 )
 
 FAMILIES = (WAV2VEC2_FAMILY, PARAKEET_FAMILY)

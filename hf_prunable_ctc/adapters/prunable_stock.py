@@ -1,18 +1,18 @@
 """`make_prunable`: intermediate CTC, stochastic depth and depth on demand for stock Transformers CTC models.
 
-The stock model is wrapped, not rewritten. Each encoder layer's `forward` is replaced, on that layer instance only,
-by a small function that calls the stock `forward` and then (1) returns the input unchanged for layers beyond the
-depth asked for in this call, (2) applies stochastic depth, (3) records the layer's output. The stock encoder loop,
-attention masks, positional embeddings and head all run as written, so the state dict, config and class stay the
-stock ones: `save_pretrained` writes a checkpoint that `AutoModelForCTC.from_pretrained` and the ASR pipeline load
-with no remote code. Where each family keeps its layers, final norm and head: see `families.py`.
+The stock model is wrapped, not rewritten. Each encoder layer takes its place in the stock layer list inside a
+`PrunableLayer`, a module that owns it and (1) returns its input unchanged for layers beyond the depth asked for in
+this call, (2) applies stochastic depth, (3) records the layer's output. The stock encoder loop, attention masks,
+positional embeddings and head all run as written. A `PrunableLayer` gives the stock layer's tensors their stock
+names in state dicts, so the config, class and checkpoint format stay the stock ones: `save_pretrained` writes a
+checkpoint that `AutoModelForCTC.from_pretrained` and the ASR pipeline load with no remote code, and the wrapper's
+`load_state_dict` takes such a checkpoint (what the Trainer resumes from). Where each family keeps its layers,
+final norm and head: see `families.py`.
 
-Stochastic depth rescales the whole layer's residual update, as NeMo's Conformer encoder does:
-``out = x + (layer(x) - x) / (1 - p)`` when the layer is kept in training, ``out = x`` when it is skipped, so
-the expected output equals the inference output ``layer(x)``. Scaling each residual branch inside the layer (what
-our own model does) would mean copying the layer's code; the whole-layer form needs only its input and output and
-is the same for post-norm layers (wav2vec2-base, Conformers ending in a LayerNorm), whose output is not
-``x + branch`` but whose update ``layer(x) - x`` is still what inference adds.
+Stochastic depth is our own model's (`modeling_prunable_ctc.stochastic_depth`): a kept layer's whole update
+``layer(x) - x`` is rescaled by ``1 / (1 - p)``, so the expected training output is the inference output
+``layer(x)``. It needs only the layer's input and output, so it applies to stock layers without copying their code,
+post-norm ones included (wav2vec2-base, Conformers ending in a LayerNorm).
 """
 
 import logging
@@ -21,15 +21,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..modeling_prunable_ctc import PrunableCTCOutput, ctc_loss
+from ..configuration_prunable_ctc import check_stochastic_depth
+from ..modeling_prunable_ctc import PrunableCTCOutput, ctc_loss, layer_skip_probability, stochastic_depth
 from .families import CTCFamily, family_of
 
 logger = logging.getLogger(__name__)
 
 CONFIG_KEY = "prunable_ctc"
 """Key of the stock config under which the intermediate-CTC and stochastic-depth settings are saved."""
-
-STOCHASTIC_DEPTH_SCHEDULES = ("linear", "uniform")
 
 
 def check_settings(num_layers: int, interctc_layers: Sequence[int], interctc_weight: float,
@@ -44,11 +43,7 @@ def check_settings(num_layers: int, interctc_layers: Sequence[int], interctc_wei
         raise ValueError(f"interctc_weight must lie in [0, 1), got {interctc_weight}")
     if interctc_weight > 0 and not layers:
         raise ValueError("interctc_weight > 0 needs at least one layer in interctc_layers")
-    if not 0.0 <= stochastic_depth_rate < 1.0:
-        raise ValueError(f"stochastic_depth_rate must lie in [0, 1), got {stochastic_depth_rate}")
-    if stochastic_depth_schedule not in STOCHASTIC_DEPTH_SCHEDULES:
-        raise ValueError(f"stochastic_depth_schedule must be one of {STOCHASTIC_DEPTH_SCHEDULES}, "
-                         f"got {stochastic_depth_schedule!r}")
+    check_stochastic_depth(stochastic_depth_rate, stochastic_depth_schedule)  # the same rule as PrunableCTCConfig
     return layers
 
 
@@ -57,10 +52,65 @@ def default_interctc_layers(num_layers: int) -> List[int]:
     return list(range(2, num_layers, 2)) or ([1] if num_layers > 1 else [])
 
 
-def is_distributed() -> bool:
-    """True under DDP with more than one process (a group of one, e.g. `torchrun --nproc_per_node 1`, is not)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
+def _stock_names_in_state_dict(module, state_dict, prefix, local_metadata) -> None:
+    # `layers.3.layer.attention...` -> `layers.3.attention...`. This module's keys are the last ones added, so
+    # popping and re-adding them keeps the state dict's order.
+    inner = prefix + "layer."
+    for key in [k for k in state_dict if k.startswith(inner)]:
+        state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+
+
+def _wrapped_names_on_load(module, state_dict, prefix, *unused) -> None:
+    # The reverse, before the stock layer loads its tensors; names already wrapped are left as they are.
+    inner = prefix + "layer."
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
+
+
+class PrunableLayer(nn.Module):
+    """One stock encoder layer as its wrapper runs it: an identity beyond the call's depth, stochastic depth in
+    training, its output recorded for intermediate CTC.
+
+    It owns the stock layer (`.layer`), so `copy.deepcopy` and pickling copy the weights that run. In state dicts
+    (and so in `save_pretrained` and `load_state_dict`) the stock layer's tensors keep their stock names.
+
+    Args:
+        layer: the stock layer; called as the stock encoder calls it, and returning its hidden states.
+        index: its 1-based position in the encoder.
+        wrapper: the `PrunableStockCTC` whose per-call depth and settings apply.
+    """
+
+    def __init__(self, layer: nn.Module, index: int, wrapper: "PrunableStockCTC"):
+        super().__init__()
+        self.layer = layer
+        self.index = index
+        # A plain attribute, not a submodule: the wrapper contains this module, not the other way round.
+        self.__dict__["wrapper"] = wrapper
+        self.register_state_dict_post_hook(_stock_names_in_state_dict)
+        self.register_load_state_dict_pre_hook(_wrapped_names_on_load)
+        self.train(layer.training)
+
+    def forward(self, hidden_states, *args, **kwargs):
+        wrapper = self.wrapper
+        if wrapper._call_depth is not None and self.index > wrapper._call_depth:
+            # The stock loop still visits the layers beyond this call's depth; as identities they cost nothing and
+            # the stock code after the loop (final norm, head) sees exactly what a pruned model would give it.
+            return hidden_states
+        recorded = wrapper._recorded
+        if recorded is not None and self.index == 1:
+            recorded[0] = hidden_states
+        skip = wrapper.skip_probability(self.index) if self.training else 0.0
+        output, _ = stochastic_depth(hidden_states, lambda: (self.layer(hidden_states, *args, **kwargs), None), skip)
+        if recorded is not None:
+            recorded[self.index] = output
+        return output
+
+
+def _stock_names_on_load(module, state_dict, prefix, *unused) -> None:
+    # A stock checkpoint's names (`wav2vec2.encoder...`) are the wrapper's without its `model.` prefix.
+    inner = prefix + "model."
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
 
 
 class PrunableStockCTC(nn.Module):
@@ -70,7 +120,14 @@ class PrunableStockCTC(nn.Module):
         model: the stock model (its class, config and weights are what `save_pretrained` writes).
         family: where its layers and head are (`families.CTCFamily`).
         interctc_layers, interctc_weight, stochastic_depth_rate, stochastic_depth_schedule: the settings.
+
+    `load_state_dict` also takes the stock model's own state dict (the checkpoints `save_pretrained` writes, which
+    the Trainer resumes from and loads as the best model).
     """
+
+    # What `PreTrainedModel` declares and the Trainer reads after loading a checkpoint: no tensor of the stock
+    # model is left out of its checkpoints.
+    _keys_to_ignore_on_save = None
 
     def __init__(self, model: nn.Module, family: CTCFamily, interctc_layers: Sequence[int], interctc_weight: float,
                  stochastic_depth_rate: float, stochastic_depth_schedule: str):
@@ -82,50 +139,16 @@ class PrunableStockCTC(nn.Module):
         self.interctc_weight = float(interctc_weight)
         self.stochastic_depth_rate = float(stochastic_depth_rate)
         self.stochastic_depth_schedule = stochastic_depth_schedule
-        # Per-call state read by the layer functions: how deep this call goes and where outputs are recorded.
+        # Per-call state read by the `PrunableLayer`s: how deep this call goes and where outputs are recorded.
         self._call_depth: Optional[int] = None
         self._recorded: Optional[Dict[int, torch.Tensor]] = None
         self._disable_layerdrop()
-        for index, layer in enumerate(family.layers(model), start=1):
-            self._wrap_layer(index, layer)
+        layers = family.layers(model)
+        for index, layer in enumerate(list(layers), start=1):
+            layers[index - 1] = PrunableLayer(layer, index, self)
+        self.register_load_state_dict_pre_hook(_stock_names_on_load)
         self.record_settings()
         self.train(model.training)
-
-    # -- the layer hook -------------------------------------------------------------------------------------------
-
-    def _wrap_layer(self, index: int, layer: nn.Module) -> None:
-        # An instance attribute shadows the class's forward for this layer only; nn.Module.__call__ (and the
-        # GradientCheckpointingLayer.__call__ above it) still run, and nothing is added to the state dict.
-        stock_forward = layer.forward
-
-        def forward(hidden_states, *args, **kwargs):
-            return self._run_layer(index, stock_forward, hidden_states, *args, **kwargs)
-
-        layer.forward = forward
-
-    def _run_layer(self, index, stock_forward, hidden_states, *args, **kwargs):
-        if self._call_depth is not None and index > self._call_depth:
-            # The stock loop still visits the layers beyond this call's depth; as identities they cost nothing and
-            # the stock code after the loop (final norm, head) sees exactly what a pruned model would give it.
-            return hidden_states
-        if self._recorded is not None and index == 1:
-            self._recorded[0] = hidden_states
-        # The stock model's mode decides (the wrapper's own flag follows it only through wrapper.train()/eval()).
-        skip = self.skip_probability(index) if self.model.training else 0.0
-        if skip > 0 and torch.rand(()) < skip:
-            if is_distributed():
-                # DDP needs every parameter in the graph: run the layer and add its update times zero (NeMo's way).
-                # A single process skips the computation, which is where stochastic depth saves time.
-                output = hidden_states + 0.0 * (stock_forward(hidden_states, *args, **kwargs) - hidden_states)
-            else:
-                output = hidden_states
-        else:
-            output = stock_forward(hidden_states, *args, **kwargs)
-            if skip > 0:
-                output = hidden_states + (output - hidden_states) / (1.0 - skip)
-        if self._recorded is not None:
-            self._recorded[index] = output
-        return output
 
     def _disable_layerdrop(self) -> None:
         # The stock LayerDrop skips layers without rescaling and without telling us which, so intermediate outputs
@@ -161,9 +184,8 @@ class PrunableStockCTC(nn.Module):
     def skip_probability(self, layer: int) -> float:
         """Stochastic-depth probability of skipping (1-based) `layer` in training: `rate * layer / L` (linear) or
         `rate` (uniform)."""
-        if self.stochastic_depth_schedule == "uniform":
-            return self.stochastic_depth_rate
-        return self.stochastic_depth_rate * layer / self.num_hidden_layers
+        return layer_skip_probability(layer, self.num_hidden_layers, self.stochastic_depth_rate,
+                                      self.stochastic_depth_schedule)
 
     def record_settings(self) -> None:
         """Write the settings into the stock config, so a saved full-depth model keeps them for a later `prune_to`."""
@@ -332,8 +354,8 @@ def make_prunable(
     0.2 with the linear schedule.
 
     Args:
-        model: the stock model; it is modified in place (its layers are hooked, LayerDrop turned off) and kept as
-            `.model` of the returned wrapper.
+        model: the stock model; it is modified in place (each layer inside a `PrunableLayer`, LayerDrop turned
+            off) and kept as `.model` of the returned wrapper.
         interctc_layers: 1-based layers whose output gets an intermediate CTC loss, each below the last layer.
         interctc_weight: w in `(1 - w) * final CTC + w * mean(intermediate CTC)`, in [0, 1).
         stochastic_depth_rate: skip probability of the last layer in training (linear schedule: `rate * l / L`).
@@ -344,7 +366,7 @@ def make_prunable(
         ValueError: a setting is out of range (the message names it and the range).
     """
     family = family_of(model)
-    if isinstance(getattr(model, "_prunable_wrapper", None), PrunableStockCTC):
+    if any(isinstance(layer, PrunableLayer) for layer in family.layers(model)):
         raise ValueError("this model is already wrapped by make_prunable; use the wrapper it returned")
     saved = getattr(model.config, CONFIG_KEY, None) or {}
     num_layers = family.num_layers(model)
@@ -358,6 +380,4 @@ def make_prunable(
         else saved.get("stochastic_depth_rate", 0.2),
         stochastic_depth_schedule=stochastic_depth_schedule or saved.get("stochastic_depth_schedule", "linear"),
     )
-    # A plain attribute (not a submodule) so that the model's state dict and repr stay stock.
-    model.__dict__["_prunable_wrapper"] = wrapper
     return wrapper

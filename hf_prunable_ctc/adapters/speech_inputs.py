@@ -46,7 +46,9 @@ def prepare_audio_split(dataset, tokenizer, sampling_rate: int, audio_column: st
             else:
                 try:
                     audio = load_audio(source, sampling_rate=sampling_rate).astype(np.float32)
-                    if not min_duration_s <= len(audio) / sampling_rate <= max_duration_s:
+                    if len(audio) == 0:
+                        reason = "too short or silent audio"  # a transcript no frame can carry
+                    elif not min_duration_s <= len(audio) / sampling_rate <= max_duration_s:
                         reason = "outside the duration limits"
                 except AudioDecodingError:
                     reason = "unreadable audio"

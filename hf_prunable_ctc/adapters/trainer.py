@@ -3,6 +3,8 @@
 `PerDepthCTCTrainer` is reused for its metrics (`eval_wer_d{k}` / `eval_cer_d{k}`, `eval_wer` at full depth); this
 subclass only changes what is specific to a wrapped stock model: the input key (`input_values` or
 `input_features`), where the layer count lives, and saving (the stock checkpoint, not the wrapper's state dict).
+Checkpoints load back through the Trainer's own code (`resume_from_checkpoint`, `load_best_model_at_end`): the
+wrapper's `load_state_dict` takes the stock names.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -58,8 +60,10 @@ class StockPerDepthCTCTrainer(PerDepthCTCTrainer):
     def _save(self, output_dir: Optional[str] = None, state_dict=None):
         # The wrapper is not a PreTrainedModel: without this the Trainer would write its bare state dict
         # ("model."-prefixed names) instead of a stock checkpoint.
+        if not self.args.should_save:  # under DDP, one process writes
+            return
         output_dir = output_dir or self.args.output_dir
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
         # Tokenizer and feature extractor next to the weights: what AutoTokenizer / AutoFeatureExtractor (and so the
         # ASR pipeline) load from the same folder.
         self.ctc_tokenizer.save_pretrained(output_dir)

@@ -5,9 +5,11 @@ libraries matching the torch build. We sidestep it: metadata is read as a plain 
 cast to `Audio(decode=False)` (which yields `{"bytes": ..., "path": ...}`), and this module decodes those with
 libsndfile (`soundfile`: WAV, FLAC, OGG, MP3 with libsndfile >= 1.1) and resamples with `soxr`.
 
-Every failure caused by the *data* (missing file, unknown format, zero samples) raises `AudioDecodingError`, so
+Every failure caused by the *data* (missing file, unknown format, NaN samples) raises `AudioDecodingError`, so
 data preparation can catch that one type, skip the example and count it; wrong argument types stay `TypeError`
-because they are bugs in the caller, not bad data.
+because they are bugs in the caller, not bad data. A file or array with no samples is not a failure: it decodes to
+an empty array, which the feature extractor turns into zero frames and the model into an empty transcript, as it
+does any audio shorter than one 25 ms window.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ AudioSource = str | os.PathLike | bytes | bytearray | memoryview | Mapping[str, 
 class AudioDecodingError(ValueError):
     """Audio that cannot be turned into samples: unreadable, unknown format, or empty.
 
-    `source` names what was being decoded (a path, or ``"<bytes>"``); the underlying error, if any, is chained as
-    ``__cause__``.
+    `source` names what was being decoded (a path, or ``"<bytes>"``) and the message names it once; `reason` is the
+    message without it. The underlying error, if any, is chained as ``__cause__``.
     """
 
     def __init__(self, source: str, reason: str):
@@ -52,11 +54,12 @@ def load_audio(source: AudioSource, sampling_rate: int = 16000) -> np.ndarray:
         sampling_rate: target rate in Hz; audio at another rate is resampled with soxr ("HQ").
 
     Returns:
-        ``np.ndarray`` of dtype float32 and shape ``(num_samples,)``, nominally in [-1, 1], channels averaged.
+        ``np.ndarray`` of dtype float32 and shape ``(num_samples,)``, nominally in [-1, 1], channels averaged;
+        ``(0,)`` for a file or array without samples.
 
     Raises:
-        AudioDecodingError: the file is missing or unreadable, the bytes are not a known format, there are no
-            samples, or some samples are NaN or Inf.
+        AudioDecodingError: the file is missing or unreadable, the bytes are not a known format, or some samples
+            are NaN or Inf.
         TypeError: `source` is none of the accepted types.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -125,9 +128,8 @@ def _read_with_soundfile(file: str | os.PathLike | io.BytesIO, name: str) -> tup
         # always_2d gives (num_samples, channels) for mono and multi-channel alike.
         samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, EOFError) as error:
-        raise AudioDecodingError(name, str(error)) from error
-    if samples.shape[0] == 0:
-        raise AudioDecodingError(name, "no samples")
+        # libsndfile's message repeats the path ("Error opening 'x.wav': ..."); its `error_string` is the reason.
+        raise AudioDecodingError(name, getattr(error, "error_string", None) or str(error)) from error
     return samples.mean(axis=1, dtype=np.float32), int(rate)
 
 
@@ -141,12 +143,12 @@ def _array_to_mono(array: Any) -> np.ndarray:
         # integer PCM (e.g. int16 from a WAV read elsewhere): the feature extractor expects [-1, 1] floats.
         samples = samples / float(np.iinfo(samples.dtype).max + 1)
     samples = samples.astype(np.float32, copy=False)
-    if samples.ndim == 2:
+    if samples.ndim == 2 and samples.size == 0:
+        samples = np.zeros(0, dtype=np.float32)  # no samples (or no channels): nothing to average
+    elif samples.ndim == 2:
         # soundfile lays audio out as (samples, channels), torchcodec/torchaudio as (channels, samples); a clip has
         # far more samples than channels, so the shorter axis is the channel axis either way.
         samples = samples.mean(axis=int(np.argmin(samples.shape)), dtype=np.float32)
     elif samples.ndim != 1:
         raise TypeError(f"audio array must be 1-D or 2-D, got shape {samples.shape}")
-    if samples.size == 0:
-        raise AudioDecodingError("<array>", "no samples")
     return samples

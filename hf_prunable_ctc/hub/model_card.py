@@ -3,10 +3,18 @@
 The `model-index` keeps task, dataset and split identical for every depth and varies `metric_name`
 ("WER (4 layers)"), `metric_config` ("depth-4") and `metric_args` ({"num_layers": 4}): those are not part of the
 Hub's grouping key, so all depths survive (putting the depth in `dataset_args` would collapse them).
+
+What a card says about the model's architecture comes from the model. The free texts of the card information
+(`summary`, `training`, `limitations`, `results_note`) are Jinja templates that may name its fields
+(``{{ num_layers }}``, ``{{ parameters }}``, ... see `architecture_fields`) and its measured results
+(``{{ results.test[8].wer }}``); a number of layers, parameters, hidden size, heads, feed-forward size or
+convolution kernel, or an encoder type, written out in them and different from the model's is refused
+(`CardInfoError`): card information written for another model never describes this one.
 """
 
 import json
 import os
+import re
 from importlib import resources
 from typing import Dict, List, Optional
 
@@ -18,6 +26,107 @@ from ..pruning import default_schedule
 # Package data, so that cards can be written from a regular (non-editable) install too.
 TEMPLATE = resources.files("hf_prunable_ctc") / "templates" / "model_card.md"
 TAGS = ["ctc", "speech", "layer-pruning", "intermediate-ctc", "stochastic-depth", "prunable-ctc", "hf-prunable-ctc"]
+ENCODER_NAMES = {"conformer": "Conformer", "transformer": "Transformer"}
+# The card information's free texts, rendered with `architecture_fields` and checked against the model.
+CARD_TEXTS = ("summary", "training", "limitations", "results_note")
+
+
+class CardInfoError(ValueError):
+    """Card information that contradicts the model it would describe, or names a field or result it does not have."""
+
+
+def parameter_count(config: PrunableCTCConfig) -> int:
+    """Parameters of the model `config` describes (all its layers), counted on the meta device: no weights read."""
+    import torch
+
+    from ..modeling_prunable_ctc import PrunableCTCForCTC
+
+    with torch.device("meta"):
+        return PrunableCTCForCTC(config).count_parameters()
+
+
+def architecture_fields(config: PrunableCTCConfig) -> Dict[str, object]:
+    """What a card may say about the model's architecture, from its config: `encoder` ("Conformer"), `num_layers`,
+    `hidden_size`, `num_attention_heads`, `intermediate_size`, `conv_kernel_size`, `parameters` ("4.2 M"),
+    `parameter_count` (4167470), `interctc_layers` ("2, 4, 6"), `interctc_weight`, `stochastic_depth_rate`,
+    `stochastic_depth_schedule`."""
+    count = parameter_count(config)
+    return dict(encoder=ENCODER_NAMES[config.encoder_type], num_layers=config.num_hidden_layers,
+                hidden_size=config.hidden_size, num_attention_heads=config.num_attention_heads,
+                intermediate_size=config.intermediate_size, conv_kernel_size=config.conv_kernel_size,
+                parameters=f"{count / 1e6:.1f} M", parameter_count=count,
+                interctc_layers=", ".join(map(str, config.interctc_layers)), interctc_weight=config.interctc_weight,
+                stochastic_depth_rate=config.stochastic_depth_rate,
+                stochastic_depth_schedule=config.stochastic_depth_schedule)
+
+
+# (what, pattern whose group 1 is the stated value, field it must equal). A number of layers is the model's size:
+# a depth is written "depth k".
+_CLAIMS = [
+    ("layers", re.compile(r"\b(\d+)[ -]layers?\b"), "num_layers"),
+    ("hidden size", re.compile(r"(?:\bd(?:_model)?\s*=\s*|\bhidden[ _]size\s*[= ]\s*)(\d+)\b"), "hidden_size"),
+    ("attention heads", re.compile(r"\b(\d+) (?:attention )?heads\b"), "num_attention_heads"),
+    ("feed-forward size", re.compile(r"\b(?:FFN|feed-forward(?: size)?|intermediate[ _]size)\s*[= ]\s*(\d+)\b"),
+     "intermediate_size"),
+    ("convolution kernel", re.compile(r"\bconv(?:olution)? kernel(?: size)?\s*[= ]?\s*(\d+)\b"), "conv_kernel_size"),
+]
+_PARAMETERS = re.compile(r"\b(\d+(?:\.\d+)?) ?([kM]) ?param(?:eter)?s\b|\b(\d{1,3}(?:,\d{3})+|\d+) param(?:eter)?s\b")
+
+
+def check_architecture_claims(name: str, text: str, fields: Dict[str, object], model_dir: str) -> None:
+    """Raise `CardInfoError` if `text` (card information field `name`) states an architecture other than `fields`'."""
+
+    def refuse(stated: str, actual: str) -> None:
+        raise CardInfoError(
+            f"card information {name!r} says {stated!r}, but the model in {model_dir} has {actual}: the card "
+            f"would describe another model. Write the model's fields instead of numbers ({{{{ num_layers }}}}, "
+            f"{{{{ parameters }}}}, {{{{ hidden_size }}}}, {{{{ encoder }}}}, ...: rendered from the model), or "
+            f"'depth k' for a depth, or use card information written for this model.")
+
+    for what, pattern, field_name in _CLAIMS:
+        for match in pattern.finditer(text):
+            if int(match.group(1)) != fields[field_name]:
+                refuse(match.group(0), f"{fields[field_name]} {what}")
+    count = int(fields["parameter_count"])
+    for match in _PARAMETERS.finditer(text):
+        if match.group(1):  # "4.2 M parameters": equal at the precision written
+            unit = {"k": 1e3, "M": 1e6}[match.group(2)]
+            decimals = len(match.group(1).partition(".")[2])
+            if round(count / unit, decimals) != float(match.group(1)):
+                refuse(match.group(0), f"{count / unit:.{decimals}f} {match.group(2)} parameters")
+        elif int(match.group(3).replace(",", "")) != count:
+            refuse(match.group(0), f"{count:,} parameters")
+    other = "Transformer" if fields["encoder"] == "Conformer" else "Conformer"
+    # "Transformers" is the library; a "Transformer" or "Conformer" on its own is the encoder.
+    match = re.search(rf"\b{other}\b(?!s)", text)
+    if match:
+        refuse(match.group(0), f"a {fields['encoder']} encoder")
+
+
+def render_card_texts(texts: Dict[str, str], fields: Dict[str, object], results: Dict, model_dir: str) -> Dict:
+    """The card information's free `texts` rendered as Jinja templates with the model's `fields` and its `results`
+    ({split: {depth: {"wer": "28.2", "cer": "9.8"}}}, percent with one decimal as in the card's table), then
+    checked against the model (`check_architecture_claims`). Raises `CardInfoError` for a field or result the model
+    does not have, or a contradiction."""
+    import jinja2
+
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    rendered = {}
+    for name, text in texts.items():
+        try:
+            rendered[name] = environment.from_string(text).render(**fields, results=results)
+        except (jinja2.UndefinedError, jinja2.TemplateSyntaxError) as error:
+            raise CardInfoError(
+                f"card information {name!r}: {error} (the model in {model_dir} has the fields "
+                f"{', '.join(sorted(fields))}, and results on {', '.join(sorted(results)) or 'no split'})") from None
+        check_architecture_claims(name, rendered[name], fields, model_dir)
+    return rendered
+
+
+def text_results(*reports: Dict) -> Dict:
+    """{split: {depth: {"wer", "cer"}}} of `depth_results`-style reports, as the card's table prints them."""
+    return {report["split"]: {row["depth"]: {metric: f"{row[metric]:.1f}" for metric in ("wer", "cer")}
+                              for row in report["rows"]} for report in reports}
 
 
 def depth_results(model_dir: str, schedule: Dict[int, List[int]], translate=None) -> Dict:
@@ -153,6 +262,14 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         raise ValueError(f"no per-depth results in {results_dir} match the pruning schedule of the model in "
                          f"{model_dir}: re-run training/evaluate_depths.py on it")
     pruned = config.num_hidden_layers < measured.num_hidden_layers
+    # The card information describes the measured model (for a pruned copy, the source it is marked as).
+    measured_schedule = default_schedule(measured)
+    texts = render_card_texts(
+        dict(summary=summary, training=training, limitations=limitations, results_note=results_note),
+        architecture_fields(measured),
+        text_results(depth_results(results_dir, measured_schedule),
+                     *extra_split_results(results_dir, measured_schedule)), results_dir)
+    summary, training, limitations, results_note = (texts[name] for name in CARD_TEXTS)
     note = pruned_note(config, measured, pruned_from or model_name, pruning_strategy) if pruned else ""
     if pruned:
         summary = f"The model it was pruned from: {summary}" if summary else ""
@@ -171,10 +288,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
                                if os.path.exists(os.path.join(results_dir, name))]
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE.read_text(encoding="utf-8"), model_name=model_name, summary=summary,
-        pruned_note=note, encoder_type=config.encoder_type, num_layers=config.num_hidden_layers,
-        interctc_layers=config.interctc_layers, interctc_weight=config.interctc_weight,
-        stochastic_depth_rate=config.stochastic_depth_rate,
-        stochastic_depth_schedule=config.stochastic_depth_schedule,
+        pruned_note=note, **architecture_fields(config),
         results_note=results_note or (f"Greedy CTC decoding, no language model, on the `{results['split']}` split "
                                       f"of {dataset_name}"
                                       + (" and on " + ", ".join(f"`{e['split']}`" for e in extra) if extra else "")

@@ -98,11 +98,28 @@ def _remove_written(folder: str) -> None:
     os.rmdir(folder)  # fails, deleting nothing more, if anything unlisted appeared since the check
 
 
+def _give_normal_permissions(folder: str) -> None:
+    """Give `folder`, its sub-folders and files the permissions new ones get here: 0o777 (folders, executables) or
+    0o666 (files) less the umask. The staging folder comes from `mkdtemp`, which makes it 0o700, and files written
+    through a temporary file (safetensors) can be 0o600: moved into place as they are, the output would be private
+    to its owner, unlike anything else the user creates."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, _, names in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in names:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o111
+                os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
 def write_output_folder(output_dir: str, fill: Callable[[str], None], sources: Iterable[str] = ()) -> List[str]:
     """Call `fill(staging_dir)` to write the folder's contents, then move them to `output_dir`.
 
     Checks `output_dir` first (`check_output_folder`), writes the marker, and replaces the previous contents only
-    if this package wrote them. Returns the files written, relative to `output_dir`, marker excluded.
+    if this package wrote them. The folder and its files get the permissions the umask gives new ones. Returns the
+    files written, relative to `output_dir`, marker excluded.
     """
     sources = list(sources)
     check_output_folder(output_dir, sources)
@@ -116,6 +133,7 @@ def write_output_folder(output_dir: str, fill: Callable[[str], None], sources: I
         files = [name for name in _relative_files(staging) if name != MARKER]
         with open(os.path.join(staging, MARKER), "w") as f:
             json.dump({"written_by": "hf-prunable-ctc", "files": files}, f, indent=1)
+        _give_normal_permissions(staging)
         check_output_folder(output_dir, sources)  # again: the folder may have changed while fill ran
         if os.path.isdir(output_dir):
             _remove_written(output_dir)

@@ -6,24 +6,32 @@
     asr(audio)                              # full depth
     asr(audio, num_layers=4)                # first 4 layers
     asr(audio, layers=[1, 2, 4])            # these layers
-    asr(audio, rtf_budget=0.002)            # deepest depth of the pruning schedule within 0.002 s per audio second
+    asr(audio, rtf_budget=0.01)             # deepest depth of the pruning schedule within 0.01 s per audio second
     asr(audio, early_exit_threshold=0.9)    # each chunk stops at its first confident intermediate-CTC layer
     asr(audio, chunk_length_s=20, num_layers=4)   # works with chunking
+    asr("speech.flac"); asr({"raw": samples_8k, "sampling_rate": 8000})   # files, bytes, any rate: no ffmpeg
+
+Files, bytes and audio at other sampling rates are decoded and resampled by the package (libsndfile + soxr), so
+neither the `ffmpeg` binary nor torchaudio is needed; padded frames of a batch decode to nothing (the model's logits
+are certain blanks there), so `batch_size` never changes a transcript.
 
 `rtf_budget` uses `hf_prunable_ctc.runtime.budget.depth_for_budget` with the pipeline's `latency_profile` (measured
-with `profile_latency` on first use, and cached next to the model when it was loaded from a folder); the chosen
-depth runs the layers `model.pruning_schedule()[depth]` that the profile timed. With `early_exit_threshold`, the
-result also holds `"exit_depths"`: the layer each chunk (one entry without chunking) stopped at.
+with `profile_latency` on first use, and cached in the user's cache folder, see `runtime.budget`); the chosen
+depth runs the layers `model.pruning_schedule()[depth]` that the profile timed, and the result holds it as
+`"depth"`. With `early_exit_threshold`, the result also holds `"exit_depths"`: the layer each chunk (one entry without
+chunking) stopped at.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import AutomaticSpeechRecognitionPipeline, pipeline
 
+from ..data.audio import load_audio
 from ..early_exit import check_threshold
 from .budget import depth_for_budget, profile_latency
 from .ctc_text import FastDecodingTokenizer
@@ -60,6 +68,44 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
         return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
                                     postprocess_params)
 
+    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
+        inputs = self.decoded(inputs)
+        if isinstance(inputs, np.ndarray) and inputs.size == 0:
+            # The stock chunker yields no chunk for empty audio (and the pipeline then fails); unchunked, it is one
+            # input of zero frames, whose transcript is empty.
+            chunk_length_s = 0
+        return super().preprocess(inputs, chunk_length_s, stride_length_s)
+
+    def decoded(self, inputs):
+        """`inputs` as the stock pipeline takes it without the `ffmpeg` binary or torchaudio: file paths, encoded
+        bytes and `{"bytes", "path"}` dicts are decoded, and `{"raw"/"array", "sampling_rate"}` at another rate is
+        resampled, with the package's decoder and resampler (`data.audio.load_audio`: libsndfile and soxr). URLs and
+        audio already at the extractor's rate are passed on untouched."""
+        target = self.feature_extractor.sampling_rate
+        if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
+            return inputs
+        if isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return load_audio(inputs, sampling_rate=target)
+        if not isinstance(inputs, dict):
+            return inputs
+        if "raw" not in inputs and "array" not in inputs:
+            if "bytes" in inputs or "path" in inputs:
+                return load_audio(inputs, sampling_rate=target)
+            return inputs  # the stock pipeline names the keys it wants
+        rate = inputs.get("sampling_rate")
+        if rate is None or int(rate) == target:
+            return inputs
+        array = inputs["raw"] if "raw" in inputs else inputs["array"]
+        if isinstance(array, torch.Tensor):
+            array = array.cpu().numpy()
+        resampled = {key: value for key, value in inputs.items() if key not in ("raw", "array", "path")}
+        resampled.update(raw=load_audio({"array": array, "sampling_rate": rate}, sampling_rate=target),
+                         sampling_rate=target)
+        if inputs.get("stride") is not None:
+            # A stride is counted in the input's samples: at the new rate it covers the same seconds.
+            resampled["stride"] = tuple(int(round(side * target / int(rate))) for side in inputs["stride"])
+        return resampled
+
     def _sanitize_parameters(self, num_layers: int | None = None, layers: Sequence[int] | None = None,
                              rtf_budget: float | None = None, early_exit_threshold: float | None = None,
                              **asr_parameters):
@@ -76,6 +122,7 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
                 self.latency_profile = profile_latency(self.model)
             depth = depth_for_budget(self.model, rtf=rtf_budget, profile=self.latency_profile)
             given = {"layers": self.model.pruning_schedule()[depth]}
+            postprocess["budget_depth"] = depth
         elif num_layers is not None or layers is not None:
             # Fail at the call, before any audio is decoded, with the model's own message.
             self.model.encoder.layers_to_run(num_layers, layers)
@@ -105,12 +152,14 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
                 out["stride"] = _rescale_stride(stride, ratio)
         return {"is_last": is_last, **out, **model_inputs}
 
-    def postprocess(self, model_outputs, **postprocess_parameters):
+    def postprocess(self, model_outputs, budget_depth=None, **postprocess_parameters):
         depths = [int(depth) for output in model_outputs if "exit_depths" in output
                   for depth in output.pop("exit_depths").reshape(-1).tolist()]
         result = super().postprocess(model_outputs, **postprocess_parameters)
         if depths:
             result["exit_depths"] = depths
+        if budget_depth is not None:
+            result["depth"] = budget_depth
         return result
 
 

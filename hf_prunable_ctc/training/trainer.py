@@ -15,6 +15,7 @@ Two data settings are fixed here rather than left to the user:
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -99,6 +100,14 @@ class PerDepthCTCTrainer(Trainer):
             yield
         finally:
             self.data_collator = training_collator
+
+    def planned_steps(self) -> int:
+        """The global step `train()` trains to: `max_steps`, else the epochs times the optimizer steps per epoch,
+        counted as the `Trainer` counts them (a last, shorter accumulation still makes a step)."""
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        steps_per_epoch = max(math.ceil(len(self.get_train_dataloader()) / self.args.gradient_accumulation_steps), 1)
+        return math.ceil(self.args.num_train_epochs * steps_per_epoch)
 
     def get_eval_dataloader(self, eval_dataset=None):
         with self._evaluation_collator():
@@ -260,6 +269,43 @@ def last_complete_checkpoint(output_dir: str) -> Optional[str]:
             return folder
         logger.warning("%s is incomplete (a run stopped while saving it?): not resuming from it", folder)
     return None
+
+
+class FinishedRunError(ValueError):
+    """The output folder holds a run that already reached the step this one would train to."""
+
+
+def finished_step(output_dir: str) -> Optional[int]:
+    """The global step of the finished run in `output_dir`, or None: train.py saves the final weights and then the
+    run's `trainer_state.json` at the top of the folder, as in a complete checkpoint (see `is_complete_checkpoint`)."""
+    return checkpoint_step(output_dir) if is_complete_checkpoint(output_dir) else None
+
+
+def check_run_unfinished(trainer: "PerDepthCTCTrainer", checkpoint: Optional[str]) -> None:
+    """Raise `FinishedRunError` when `trainer.train(resume_from_checkpoint=checkpoint)` would train nothing.
+
+    That is when the finished run in the output folder got as far as `trainer.planned_steps()` already, or the
+    checkpoint is past it: the `Trainer` would resume, run no step, report a training loss of 0.0, save the
+    checkpoint's weights as the final model and print the old results again. The message says how to start afresh
+    (a new `--output_dir`) or train further (a larger `--max_steps`, resumed from `checkpoint`).
+    """
+    output_dir = trainer.args.output_dir
+    finished = finished_step(output_dir) if os.path.isdir(output_dir) else None
+    resumed = checkpoint_step(checkpoint) if checkpoint else None
+    if finished is None and resumed is None:
+        return
+    planned = trainer.planned_steps()
+    if finished is not None and planned <= finished:
+        reached = finished
+    elif resumed is not None and planned < resumed:
+        reached = resumed
+    else:
+        return
+    further = (f"give a --max_steps above {reached} to train it further from {checkpoint}" if checkpoint else
+               "it has no checkpoint to train further from")
+    raise FinishedRunError(
+        f"{output_dir} holds a complete run, trained to step {reached}; this run would stop at step {planned}, "
+        f"so it would train nothing. To train from scratch, give a new --output_dir; {further}.")
 
 
 def recipe_arguments(argv: Sequence[str]) -> List[str]:

@@ -59,12 +59,12 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
 
     Returns:
         (logits, output_lengths, exit_depths, confidences): logits (batch, frames, vocab) with each utterance's
-        valid frames from its exit layer (padding frames are zero); output_lengths (batch,); exit_depths (batch,)
+        valid frames from its exit layer (padding frames are certain blanks, as in the plain forward); output_lengths (batch,); exit_depths (batch,)
         LongTensor of 1-based layers; confidences (batch,) float32 at the exit layer.
     """
     threshold = check_threshold(threshold)
     encoder, config = model.model, model.config
-    from .modeling_prunable_ctc import lengths_to_mask
+    from .modeling_prunable_ctc import blank_padded_frames, lengths_to_mask
 
     input_features, lengths = encoder.checked_inputs(input_features, attention_mask)
     batch = input_features.shape[0]
@@ -91,7 +91,7 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
             hidden = hidden[:, :width]
             frame_mask = lengths_to_mask(lengths, width)
             rotary = encoder.rotary(width, hidden.dtype, device)
-        hidden, _ = layer(hidden, frame_mask[:, None, None, :], frame_mask, rotary, 1.0, False)
+        hidden, _ = layer(hidden, frame_mask[:, None, None, :], frame_mask, rotary, False)
         if index not in exits:
             continue
         exit_logits = model.logits_from_hidden_state(hidden)
@@ -112,4 +112,4 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
         if config.self_conditioning:
             # As in the plain forward: intermediate-CTC layers feed their posteriors back to the next layer.
             hidden = hidden + encoder.conditioning_projection(exit_logits.softmax(dim=-1))
-    return logits, output_lengths, exit_depths, confidences
+    return blank_padded_frames(logits, output_lengths, config.pad_token_id), output_lengths, exit_depths, confidences
