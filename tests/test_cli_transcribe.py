@@ -85,7 +85,7 @@ def test_relative_path_shaped_like_a_hub_id_is_a_missing_folder(tmp_path, capsys
 def test_help_lists_each_command_once_with_an_example_and_every_argument_has_help():
     parser = build_parser()
     text = parser.format_help()
-    for command in ("summary", "transcribe", "prune", "publish"):
+    for command in ("summary", "transcribe", "prune", "export", "publish", "convert-ct2-whisper"):
         assert text.count(f"hf-prunable-ctc {command} ") >= 1  # an example per command
     assert "{summary,transcribe,prune,publish}" not in text  # listed once, with its help line
     subparsers = parser._subparsers._group_actions[0]
