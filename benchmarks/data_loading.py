@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-data throughput: fetch + collate, cached features vs features computed on the fly (issue 9 item 6).
+"""Training-data throughput: fetch + collate, cached features vs features computed on the fly.
 
     python benchmarks/data_loading.py --data_dir data/demo --utterances 256 --workers 0 2 [--as_flac]
 
@@ -8,7 +8,7 @@ and computes features once, "waveforms" decodes once, "on_the_fly" reads file he
 same collator the Trainer uses, in batches of `--batch_size`, for each worker count, and prints utterances/s and
 seconds of audio per second. `--as_flac` first re-encodes the rows to FLAC (LibriSpeech's format) in a temporary
 folder, since decoding Opus and FLAC cost differently. Compare with a training step: about 7,000 audio-seconds
-per second for `training/configs/base.json` in bf16 on one H200 (issue 9), ~160 for the demo model on 2 CPU cores.
+per second for `training/configs/base.json` in bf16 on one H200, ~160 for the demo model on 2 CPU cores.
 """
 
 import argparse

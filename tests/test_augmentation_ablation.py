@@ -1,5 +1,5 @@
 """training/experiments/augmentation_ablation.py: both models' reports side by side, the differences, the condition
-costs and issue 10's targets at full depth, from the files evaluate_depths.py writes."""
+costs and the accuracy and robustness targets at full depth, from the files evaluate_depths.py writes."""
 
 import importlib.util
 import json

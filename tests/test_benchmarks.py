@@ -1,4 +1,4 @@
-"""benchmarks/run.py --quick (issue 12 item 1): every section runs and results.json / README.md have the keys the
+"""benchmarks/run.py --quick: every section runs and results.json / README.md have the keys the
 report relies on."""
 
 import importlib.util

@@ -1,4 +1,4 @@
-"""A local dataset in the Hub's layout (issue 9, "Done when"): parquet shards whose schema carries the `Audio`
+"""A local dataset in the Hub's layout: parquet shards whose schema carries the `Audio`
 feature, read by `datasets.load_dataset(<folder>)` (the code path of a Hub id such as openslr/librispeech_asr), then
 2 training steps from it with `train.py --dataset_name <folder>`. No torchcodec: the column is cast to
 `Audio(decode=False)` and decoded with soundfile."""
@@ -59,7 +59,7 @@ def test_hub_layout_loads_through_load_dataset_with_the_audio_feature(hub_folder
 
 @pytest.mark.parametrize("feature_mode", ["on_the_fly", "cached"])
 def test_two_training_steps_from_a_hub_layout_folder(hub_folder, tmp_path, feature_mode):
-    """Issue 9 "Done when": `--dataset_name <folder>` trains from parquet shards with an `Audio` column."""
+    """`--dataset_name <folder>` trains from parquet shards with an `Audio` column."""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                       intermediate_size=64, subsampling_conv_channels=32, interctc_layers=[1])))

@@ -1,4 +1,4 @@
-"""Data loading that can feed a GPU (issue 9 item 6), evaluation scored whole (item 4), bad rows (issue 13).
+"""Data loading that can feed a GPU, evaluation scored whole, bad rows.
 
 On-the-fly mode: preparation reads only file headers, the collator decodes and computes features per batch (with the
 training-only `waveform_transform` hook), and `group_by_length` sorts by the header-derived `input_length` without
@@ -60,7 +60,7 @@ def decode_counter(monkeypatch):
 
 
 def test_on_the_fly_preparation_reads_headers_only_and_the_collator_decodes(tmp_path, decode_counter):
-    """Issue 9 item 6: lengths and duration limits come from file headers; no audio is decoded until collation."""
+    """Lengths and duration limits come from file headers; no audio is decoded until collation."""
     root = write_split(tmp_path, "train", [("a.wav", "HELLO", speech(1.0)), ("b.flac", "WORLD", speech(2.5, 1)),
                                           ("long.wav", "TOO LONG", speech(4.0, 2))])
     raw = load_split("audiofolder", "train", data_dir=str(root))
@@ -83,7 +83,7 @@ def test_on_the_fly_preparation_reads_headers_only_and_the_collator_decodes(tmp_
 
 
 def test_waveforms_mode_decodes_once_and_the_collator_only_computes_features(tmp_path, decode_counter):
-    """Issue 9 item 6: decoded float32 samples are stored (read back as numpy), so batches cost features only and
+    """Decoded float32 samples are stored (read back as numpy), so batches cost features only and
     a waveform augmentation still applies."""
     root = write_split(tmp_path, "train", [("a.wav", "HELLO", speech(1.0)), ("b.wav", "WORLD", speech(1.5, 1))])
     extractor = make_feature_extractor()
@@ -101,7 +101,7 @@ def test_waveforms_mode_decodes_once_and_the_collator_only_computes_features(tmp
 
 
 def test_collator_takes_paths_bytes_dicts_and_arrays():
-    """Issue 9 item 6: every form a prepared split can hold (path, Hub {"bytes","path"}, decoded array)."""
+    """Every form a prepared split can hold (path, Hub {"bytes","path"}, decoded array)."""
     audio = speech(1.2)
     buffer = io.BytesIO()
     sf.write(buffer, audio, RATE, format="FLAC")
@@ -115,7 +115,7 @@ def test_collator_takes_paths_bytes_dicts_and_arrays():
 
 
 def test_waveform_transform_applies_to_training_batches_only(tmp_path):
-    """Issue 9 item 6: the augmentation hook sees each training waveform (samples, rate) before features, and the
+    """The augmentation hook sees each training waveform (samples, rate) before features, and the
     Trainer's evaluation and test dataloaders never call it."""
     from transformers import TrainingArguments
 
@@ -154,7 +154,7 @@ def test_waveform_transform_applies_to_training_batches_only(tmp_path):
 
 
 def test_group_by_length_sorts_by_header_lengths_without_decoding(tmp_path, decode_counter):
-    """Issue 9 item 6: the length-grouped sampler reads `input_length`; no pass decodes (or fetches) the corpus."""
+    """The length-grouped sampler reads `input_length`; no pass decodes (or fetches) the corpus."""
     from transformers import TrainingArguments
 
     from conftest import tiny_model
@@ -180,7 +180,7 @@ def test_group_by_length_sorts_by_header_lengths_without_decoding(tmp_path, deco
 
 
 def test_corrupt_short_or_silent_audio_is_skipped_and_counted_by_the_collator(tmp_path, caplog):
-    """Issue 13 (Training): audio whose header reads but whose samples do not, audio too short for two frames and
+    """Audio whose header reads but whose samples do not, audio too short for two frames and
     (with the stock extractor, which returns NaN for it) silence leave the batch with a warning and a count; a batch
     with nothing usable says so."""
     from transformers import Speech2TextFeatureExtractor
@@ -213,7 +213,7 @@ def test_corrupt_short_or_silent_audio_is_skipped_and_counted_by_the_collator(tm
 
 
 def test_evaluation_splits_are_scored_whole_and_left_outs_are_counted(tmp_path):
-    """Issue 9 item 4: duration limits are for the training split; an evaluation split keeps its long utterances,
+    """Duration limits are for the training split; an evaluation split keeps its long utterances,
     and what it cannot score is counted by reason."""
     rows = [("short.wav", "A", speech(0.5)), ("long.wav", "B", speech(3.0, 1)), ("empty.wav", "  ", speech(1.0, 2)),
             ("bad.wav", "C", b"junk")]
@@ -229,7 +229,7 @@ def test_evaluation_splits_are_scored_whole_and_left_outs_are_counted(tmp_path):
 
 
 def test_cached_features_come_back_as_float32_arrays(tmp_path):
-    """Issue 9 item 6: cached features are stored fixed-width and read as numpy, not nested Python lists."""
+    """Cached features are stored fixed-width and read as numpy, not nested Python lists."""
     root = write_split(tmp_path, "train", [("a.wav", "HI", speech(1.0))])
     prepared, _ = prepare_split(load_split("audiofolder", "train", data_dir=str(root)), make_feature_extractor(),
                                 make_tokenizer())

@@ -205,7 +205,7 @@ def test_space_layout_runs_as_documented(tmp_path):
 
 
 def test_early_exit_reports_the_depth_it_stopped_at(demo):
-    """Issue 12 item 3 on the page: threshold 0 stops at the first intermediate-CTC layer, above 1 runs them all."""
+    """Early exit on the page: threshold 0 stops at the first intermediate-CTC layer, above 1 runs them all."""
     first = app.transcribe(demo, str(CLIP), 8, repeats=1, early_exit_threshold=0.0)
     never = app.transcribe(demo, str(CLIP), 1, repeats=1, early_exit_threshold=1.01)
     assert (first.depth, first.layers) == (2, [1, 2])
@@ -216,7 +216,7 @@ def test_early_exit_reports_the_depth_it_stopped_at(demo):
 
 
 def test_rtf_budget_picks_the_deepest_depth_within_it(demo):
-    """Issue 12 item 2 on the page, with a synthetic profile (a measured one depends on the machine)."""
+    """The RTF budget on the page, with a synthetic profile (a measured one depends on the machine)."""
     saved = demo.latency_profile
     demo.latency_profile = {"device": "synthetic", "rtf": {k: 0.001 * k for k in range(1, 9)}}
     try:

@@ -1,4 +1,4 @@
-"""Issue 10, part 3: silence around speech and minute-long recordings as evaluation settings of the report."""
+"""Silence around speech and minute-long recordings as evaluation settings of the report."""
 
 import csv
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Paired bootstrap of WER differences (issue 11's comparisons need their uncertainty)."""
+"""Paired bootstrap of WER differences (comparisons of models need their uncertainty)."""
 
 import numpy as np
 import pytest

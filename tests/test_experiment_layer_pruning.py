@@ -1,4 +1,4 @@
-"""Issue 11's experiment (training/experiments/layer_pruning.py): the plan, the results format, and resumable stages.
+"""The layer-pruning experiment (training/experiments/layer_pruning.py): the plan, the results format, and resumable stages.
 
 The slow tests run the whole pipeline with --quick (tiny model, 30 steps, a subset of data/demo) once, then check
 that a re-run skips every finished stage and that a stage stopped after its first checkpoint resumes from it.

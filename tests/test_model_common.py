@@ -1,6 +1,6 @@
 """Transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on both classes and encoder types.
 
-Issue 13 "Transformers' own conventions". The common tests are Transformers' code, so they are not committed: they
+The common tests are Transformers' code, so they are not committed: they
 come from the transformers source distribution of the installed version, fetched from PyPI with `pip download` on
 first use into a cache folder (`$HF_PRUNABLE_CTC_TEST_CACHE`, default `~/.cache/hf-prunable-ctc`). When that is not
 possible (offline, no `parameterized`), the module skips with the reason.

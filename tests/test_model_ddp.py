@@ -1,4 +1,4 @@
-"""Stochastic depth under DDP and in a single process (issue 9 item 5).
+"""Stochastic depth under DDP and in a single process.
 
 One mechanism: with more than one process, a skipped layer is computed and multiplied by zero, so every parameter
 takes part in every step and DDP runs with `find_unused_parameters=False` (also with gradient checkpointing); with

@@ -1,4 +1,4 @@
-"""Loss scaling under gradient accumulation (issue 9 item 1).
+"""Loss scaling under gradient accumulation.
 
 The model's CTC loss is a per-batch mean ("mean" reduction: each utterance divided by its target length, then
 averaged), so the `Trainer` must divide it by the accumulation steps and not treat it as normalised by

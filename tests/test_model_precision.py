@@ -1,4 +1,4 @@
-"""bf16 models take the float32 features that feature extractors give (issue 9 item 2)."""
+"""bf16 models take the float32 features that feature extractors give."""
 
 import numpy as np
 import pytest

@@ -179,7 +179,7 @@ def test_spec_augment_masks_only_in_training(batch):
         assert not torch.allclose(model(features, mask).logits, plain.train()(features, mask).logits)
 
 
-# --- issue 9 item 8: SpecAugment, gradient checkpointing, return_dict; issue 13: attentions ------------------------
+# --- SpecAugment, gradient checkpointing, return_dict, attentions --------------------------------------------------
 
 def test_spec_augment_can_mask_the_last_bin_and_frame_and_stays_inside_each_utterance():
     from hf_prunable_ctc.modeling_prunable_ctc import spec_augment

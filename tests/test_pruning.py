@@ -177,7 +177,7 @@ def test_config_roundtrip_and_derived_ratio(tmp_path):
 
 
 def test_pruning_that_ends_self_conditioning_drops_its_projection(tmp_path, batch):
-    """Issue 9 item 8: no `conditioning_projection` left in the checkpoint, so no unexpected keys on reload."""
+    """No `conditioning_projection` left in the checkpoint, so no unexpected keys on reload."""
     model = tiny_model(interctc_layers=[2], interctc_weight=0.5, self_conditioning=True)
     expected = logits(model, batch, layers=[1, 2])
     model.prune_layers([1, 2])  # layer 2 becomes the last: no intermediate layer is left

@@ -1,4 +1,4 @@
-"""Issue 13, Security: weights only in safetensors, and no code path of the package unpickles."""
+"""Security: weights only in safetensors, and no code path of the package unpickles."""
 
 import ast
 import os

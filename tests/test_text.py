@@ -45,7 +45,7 @@ def test_normalize_transcript(text, expected):
     ],
 )
 def test_normalize_transcript_keeps_word_apostrophes_as_librispeech_scoring_does(text, expected):
-    """Issue 9 item 4: references keep every apostrophe of a word (LibriSpeech's "FATHERS'", "'TIS"); only an
+    """References keep every apostrophe of a word (LibriSpeech's "FATHERS'", "'TIS"); only an
     apostrophe touching no letter is punctuation."""
     assert normalize_transcript(text) == expected
 

@@ -37,7 +37,7 @@ def train_args(tmp_path, output_dir, *extra):
 
 
 def test_two_step_training_writes_per_depth_metrics(tmp_path):
-    """Also issue 9 item 4: duration limits cut the training split only; the test split is scored whole and the
+    """Also: duration limits cut the training split only; the test split is scored whole and the
     file says how many utterances were scored and left out."""
     out = tmp_path / "run"
     train.main(train_args(tmp_path, out, "--max_steps", "2", "--test_split_name", "test",

@@ -1,8 +1,8 @@
 """Greedy CTC token ids -> text, exactly as `Wav2Vec2CTCTokenizer.decode(ids)` returns it, in numpy.
 
 Why: the stock decode walks the ids in Python (grouping repeats, a property lookup per character), about 0.9 ms for
-the 250 output frames of 10 s of audio on one thread, as much as 7% of a pipeline call at depth 1, where issue 12
-asks that pruning speed up what a user runs nearly as much as the model. The same string takes ~0.03 ms here:
+the 250 output frames of 10 s of audio on one thread, as much as 7% of a pipeline call at depth 1, where pruning
+should speed up what a user runs nearly as much as the model. The same string takes ~0.03 ms here:
 collapse repeats, drop blanks, look the pieces up in a table, join.
 
 Only `Wav2Vec2CTCTokenizer` itself (not a subclass, which may decode differently) gets the fast path, and only for
