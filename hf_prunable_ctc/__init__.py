@@ -128,7 +128,7 @@ class _NotifyingLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-if "transformers" in sys.modules:
+if sys.modules.get("transformers") is not None:
     register_auto_classes()
 elif not any(isinstance(finder, _RegisterOnceImported) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterOnceImported())

@@ -219,7 +219,7 @@ def export(args) -> None:
 
     result = export_onnx(resolve_model(args.model), args.output_dir, depth=args.depth, quantize=args.quantize)
     difference = result["max_abs_diff"]
-    print(f"wrote {result['path']} ({result['size_bytes']:,d} bytes, depth {result['depth']}, "
+    print(f"wrote {result['path']} ({result['size_bytes']:,d} bytes, depth {result['depth'] or 'any'}, "
           f"{result['quantize'] or 'float32'}); max abs difference vs PyTorch: "
           f"{'not checked' if difference is None else f'{difference:.3g}'}")
 
@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="saved model folder")
     p.add_argument("output_dir", help="new or empty folder (or one this command wrote before) for model.onnx and the "
                                       "processor files")
-    p.add_argument("--depth", type=int, help="layers to keep, by the model's pruning schedule (default: all)")
+    p.add_argument("--depth", type=int, help="write one model.onnx with this many layers, by the model's pruning "
+                   "schedule (default: one folder of graphs serving every depth and early exit, run by "
+                   "hf_prunable_ctc.runtime.onnx_runtime.OnnxPrunableCTC without torch)")
     p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantisation of the weights")
     p.set_defaults(run=export)
 

@@ -83,7 +83,7 @@ def test_int8_keeps_the_reference_models_transcripts(tmp_path):
     from hf_prunable_ctc.evaluation.metrics import character_error_rate
 
     reference = ROOT / "model_cards" / "prunable-ctc-small-synth"
-    result = export_onnx(reference, tmp_path / "int8", quantize="int8")
+    result = export_onnx(reference, tmp_path / "int8", depth=8, quantize="int8")
     assert result["quantize"] == "int8"
     extractor = AutoFeatureExtractor.from_pretrained(tmp_path / "int8")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "int8")

@@ -96,7 +96,7 @@ def test_onnx_fed_with_the_extractors_own_output(audio, alone, parts, tmp_path):
     from hf_prunable_ctc.runtime.export import export_onnx
 
     _, extractor, tokenizer = parts
-    export_onnx(MODEL, tmp_path / "onnx")
+    export_onnx(MODEL, tmp_path / "onnx", depth=8)
     session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"),
                                            providers=["CPUExecutionProvider"])
     one = [tokenizer.decode(session.run(["logits"], dict(extractor(x, sampling_rate=16000, return_tensors="np")))[0]

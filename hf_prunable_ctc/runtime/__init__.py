@@ -1,10 +1,31 @@
-"""Run-time helpers for devices: depth by latency budget (`budget`), ONNX export (`export`) and fast greedy CTC
-text (`ctc_text`); the ASR pipeline with per-call depth is in `asr_pipeline`."""
+"""Run-time helpers for devices: depth by latency budget (`budget`), ONNX export (`export`), the torch-free runtime
+of an exported folder (`onnx_runtime`) and fast greedy CTC text (`ctc_text`); the ASR pipeline with per-call depth
+is in `asr_pipeline`.
 
-from .budget import depth_for_budget, profile_latency
-from .ctc_text import CTCTextDecoder
+The names below load on first use (PEP 562), so `hf_prunable_ctc.runtime.onnx_runtime` can be imported on a device
+without torch or transformers.
+"""
 
-# export needs onnx/onnxruntime/onnxscript, imported only when export_onnx is called.
-from .export import export_onnx
+import importlib
 
-__all__ = ["profile_latency", "depth_for_budget", "export_onnx", "CTCTextDecoder"]
+_PUBLIC = {
+    "profile_latency": "budget",
+    "depth_for_budget": "budget",
+    "export_onnx": "export",
+    "CTCTextDecoder": "ctc_text",
+    "OnnxPrunableCTC": "onnx_runtime",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import json
+import os
+
 import numpy as np
-from transformers import Wav2Vec2CTCTokenizer
+
+# What `PreTrainedTokenizerBase.clean_up_tokenization` replaces, for folders read without transformers.
+CLEAN_UP_REPLACEMENTS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                         (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class CTCTextDecoder:
@@ -23,20 +29,47 @@ class CTCTextDecoder:
 
     Args:
         tokenizer: the model's tokenizer; other classes than `Wav2Vec2CTCTokenizer` are decoded by the tokenizer.
+            `CTCTextDecoder.from_folder` builds the same decoder from a saved tokenizer's files without transformers.
     """
 
     def __init__(self, tokenizer):
+        from transformers import Wav2Vec2CTCTokenizer
+
         self.tokenizer = tokenizer
         self.fast = type(tokenizer) is Wav2Vec2CTCTokenizer
-        if not self.fast:
-            return
-        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        if self.fast:
+            self._tables(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), tokenizer.pad_token,
+                         tokenizer.word_delimiter_token, tokenizer.replace_word_delimiter_char,
+                         tokenizer.do_lower_case, tokenizer.clean_up_tokenization_spaces)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> "CTCTextDecoder":
+        """The decoder of the `Wav2Vec2CTCTokenizer` saved in `folder` (``vocab.json``, ``tokenizer_config.json``),
+        read with the standard library only (for runtimes without transformers)."""
+        with open(os.path.join(folder, "vocab.json"), encoding="utf-8") as f:
+            vocabulary = json.load(f)
+        with open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+        if settings.get("tokenizer_class", "Wav2Vec2CTCTokenizer") != "Wav2Vec2CTCTokenizer":
+            raise ValueError(f"{folder} holds a {settings['tokenizer_class']}, not a Wav2Vec2CTCTokenizer")
+        for entry in settings.get("added_tokens_decoder", {}).values() if isinstance(vocabulary, dict) else ():
+            vocabulary.setdefault(entry["content"], None)
+        tokens = [token for token, _ in sorted(vocabulary.items(), key=lambda item: item[1])]
+        decoder = cls.__new__(cls)
+        decoder.tokenizer, decoder.fast = None, True
+        decoder._tables(tokens, settings.get("pad_token", "<pad>"), settings.get("word_delimiter_token", "|"),
+                        settings.get("replace_word_delimiter_char", " "), settings.get("do_lower_case", False),
+                        settings.get("clean_up_tokenization_spaces", False))
+        return decoder
+
+    def _tables(self, tokens, pad_token, word_delimiter_token, replace_char, lower, clean_up) -> None:
         # The stock decode groups equal *tokens*, so ids that map to the same token (e.g. several to unk) group too.
         first_id = {}
         self.group_ids = np.array([first_id.setdefault(token, i) for i, token in enumerate(tokens)], dtype=np.int64)
-        self.kept = np.array([token != tokenizer.pad_token for token in tokens])  # the pad token is CTC's blank
-        self.pieces = np.array([tokenizer.replace_word_delimiter_char if token == tokenizer.word_delimiter_token
-                                else token for token in tokens], dtype=object)
+        self.kept = np.array([token != pad_token for token in tokens])  # the pad token is CTC's blank
+        self.pieces = np.array([replace_char if token == word_delimiter_token else token for token in tokens],
+                               dtype=object)
+        self.lower, self.clean_up = bool(lower), bool(clean_up)
 
     def __call__(self, ids: Any) -> str:
         """Text of a 1-D sequence of ids (list, numpy array or tensor), one id per output frame."""
@@ -44,16 +77,19 @@ class CTCTextDecoder:
             return self.tokenizer.decode(ids)
         ids = np.asarray(ids.tolist() if hasattr(ids, "tolist") else ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.group_ids)):
+            if self.tokenizer is None:
+                raise ValueError(f"ids outside the vocabulary of {len(self.group_ids)} tokens")
             return self.tokenizer.decode(ids.tolist())
         groups = self.group_ids[ids]
         starts = np.ones(len(groups), dtype=bool)
         starts[1:] = groups[1:] != groups[:-1]
         groups = groups[starts]
         text = "".join(self.pieces[groups[self.kept[groups]]]).strip()
-        if self.tokenizer.do_lower_case:
+        if self.lower:
             text = text.lower()
-        if self.tokenizer.clean_up_tokenization_spaces:
-            text = self.tokenizer.clean_up_tokenization(text)
+        if self.clean_up:
+            for before, after in CLEAN_UP_REPLACEMENTS:
+                text = text.replace(before, after)
         return text
 
 

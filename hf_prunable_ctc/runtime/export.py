@@ -1,9 +1,22 @@
-"""ONNX export of one depth, checked against PyTorch, with optional int8 dynamic quantisation.
+"""ONNX export, checked against PyTorch, with optional int8 dynamic quantisation: one folder for every depth, or one
+file for a fixed depth.
 
-    result = export_onnx("model_dir", "out_dir", depth=4, quantize="int8")
+    export_onnx("model_dir", "out_dir")                  # every depth and early exit: runtime.onnx_runtime runs it
+    result = export_onnx("model_dir", "out_dir", depth=4, quantize="int8")   # one file, 4 layers
     print(result["max_abs_diff"])
 
-Writes ``out_dir/model.onnx`` with inputs ``input_features`` float32 ``(batch, frames, num_mel_bins)`` and
+**Every depth** (no `depth`): the model is cut where depth on demand cuts it, into graphs run in sequence (as
+sherpa-onnx splits a transducer into encoder, decoder and joiner): ``front_end.onnx`` (features and mask ->
+subsampled hidden states and ``output_lengths``), ``layer_01.onnx`` ... one per layer (hidden states and lengths ->
+hidden states), ``head.onnx`` (final norm + CTC head -> logits, padded frames blank) and, for a self-conditioned
+model, ``conditioning.onnx`` (what an intermediate-CTC layer adds back to the hidden state). Each weight is stored
+once, so the folder is about the size of a single full-depth file, and any subset of layers, in order, is a valid
+path: the runtime picks the depth per call (`num_layers`, `layers`, early exit at the intermediate-CTC layers)
+without reloading. ``runtime.json`` lists the graphs and what the runtime needs of the config (layers,
+intermediate-CTC layers, pruning schedule, blank id); ``front_end.npz`` holds the feature extractor's window and mel
+filters, so features can be computed without torch or transformers.
+
+**One depth** (`depth=k`): ``out_dir/model.onnx`` with inputs ``input_features`` float32 ``(batch, frames, num_mel_bins)`` and
 ``attention_mask`` int32 ``(batch, frames)`` (what the feature extractor returns, so
 ``session.run(None, dict(extractor(audio, return_tensors="np")))`` works as is), and outputs ``logits`` float32
 ``(batch, frames_out, vocab_size)`` and ``output_lengths`` int64 ``(batch,)`` (valid output frames, so a device can
@@ -19,6 +32,7 @@ Needs ``onnx``, ``onnxruntime`` and ``onnxscript`` (torch's ONNX exporter); none
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -33,6 +47,11 @@ from ..hub.output_folder import write_output_folder
 QUANTIZE_CHOICES = (None, "int8")
 INPUT_NAMES = ["input_features", "attention_mask"]
 OUTPUT_NAMES = ["logits", "output_lengths"]
+
+
+RUNTIME_FILE = "runtime.json"
+FRONT_END_TABLES = "front_end.npz"
+RUNTIME_FORMAT = "hf-prunable-ctc-onnx-layers"
 
 
 class _ExportedForward(nn.Module):
@@ -61,15 +80,18 @@ def export_onnx(
         model_dir: a saved `PrunableCTCForCTC` folder (weights, config, tokenizer, feature extractor).
         out_dir: a new or empty folder, or one this package wrote before (its files are replaced); anything else
             is refused with `OutputFolderError` and nothing is touched.
-        depth: layers to keep (default: all).
+        depth: layers to keep, in one ``model.onnx``; default: the folder of graphs that serves every depth (see
+            the module docstring), checked against PyTorch at every depth of the pruning schedule.
         quantize: ``None`` (float32) or ``"int8"`` (ONNX Runtime dynamic quantisation of MatMul weights; the
             float model is kept as ``model_fp32.onnx`` next to it).
         opset: ONNX opset.
         check: run ONNX Runtime and PyTorch on a padded batch of two utterances and report the difference.
 
     Returns:
-        ``{"path": str, "depth": int, "quantize": str | None, "size_bytes": int, "max_abs_diff": float | None}``;
-        `max_abs_diff` is over the valid (unpadded) output frames of the logits.
+        ``{"path": str, "depth": int | None, "quantize": str | None, "size_bytes": int, "max_abs_diff": float |
+        None}``: `path` is ``model.onnx`` (one depth) or the folder (every depth, `depth` None), `size_bytes` that
+        file's or all graphs' size; `max_abs_diff` is over the valid (unpadded) output frames of the logits (the
+        largest over the schedule's depths for the folder).
 
     Raises:
         ValueError: unknown `quantize`, or `depth` outside the model's depths.
@@ -88,44 +110,170 @@ def export_onnx(
         model.prune_to(depth)  # raises ValueError naming the allowed depths
     out_dir = Path(out_dir)
     max_abs_diff = None
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
 
     def fill(staging: str) -> None:
         nonlocal max_abs_diff
         staging = Path(staging)
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(staging)
+        extractor.save_pretrained(staging)
+        batch = _example_batch(model.config.num_mel_bins, (257, 123), 1)
+        if depth is None:
+            write_every_depth(model, extractor, staging, opset, quantize)
+            if check:
+                max_abs_diff = compare_folder_with_pytorch(staging, model, batch)
+            return
         float_path = staging / ("model_fp32.onnx" if quantize else "model.onnx")
         write_onnx(model, float_path, opset)
         if quantize == "int8":
             quantize_int8(float_path, staging / "model.onnx")
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(staging)
-        AutoFeatureExtractor.from_pretrained(model_dir).save_pretrained(staging)
         if check:
-            max_abs_diff = compare_with_pytorch(staging / "model.onnx", model,
-                                                _example_batch(model.config.num_mel_bins, (257, 123), 1))
+            max_abs_diff = compare_with_pytorch(staging / "model.onnx", model, batch)
 
-    write_output_folder(str(out_dir), fill, sources=[str(model_dir)])
+    files = write_output_folder(str(out_dir), fill, sources=[str(model_dir)])
+    if depth is None:
+        size = sum((out_dir / name).stat().st_size for name in files if name.endswith(".onnx"))
+        return {"path": str(out_dir), "depth": None, "quantize": quantize, "size_bytes": size,
+                "max_abs_diff": max_abs_diff}
     final_path = out_dir / "model.onnx"
     return {"path": str(final_path), "depth": model.config.num_hidden_layers, "quantize": quantize,
             "size_bytes": final_path.stat().st_size, "max_abs_diff": max_abs_diff}
 
 
+class _FrontEndGraph(nn.Module):
+    """(features, int32 mask) -> (subsampled hidden states, output_lengths): what runs before the first layer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.encoder = model.model
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor):
+        features, lengths = self.encoder.checked_inputs(input_features, attention_mask.long())
+        return self.encoder.subsampling(features, lengths)
+
+
+class _LayerGraph(nn.Module):
+    """(hidden states, output_lengths) -> hidden states of one encoder layer, with the masks and rotary tables the
+    encoder builds for it."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.encoder, self.index = model.model, index
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from ..modeling_prunable_ctc import lengths_to_mask
+
+        frame_mask = lengths_to_mask(lengths, hidden.shape[1])
+        rotary = self.encoder.rotary(hidden.shape[1], hidden.dtype, hidden.device)
+        return self.encoder.layers[self.index - 1](hidden, frame_mask[:, None, None, :], frame_mask, rotary)[0]
+
+
+class _HeadGraph(nn.Module):
+    """(hidden states, output_lengths) -> CTC logits, padded frames blank: the final norm and head."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from ..modeling_prunable_ctc import blank_padded_frames
+
+        return blank_padded_frames(self.model.logits_from_hidden_state(hidden), lengths, self.model.config.pad_token_id)
+
+
+class _ConditioningGraph(nn.Module):
+    """hidden states -> hidden states plus the projection of their CTC posteriors (self-conditioning)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        posteriors = self.model.logits_from_hidden_state(hidden).softmax(dim=-1)
+        return hidden + self.model.model.conditioning_projection(posteriors)
+
+
+def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, quantize: str | None) -> None:
+    """Write the graphs of the every-depth folder, ``runtime.json`` and the front end's tables into `folder`."""
+    import numpy as np
+
+    config = model.config
+    features, mask = _example_batch(config.num_mel_bins, lengths=(300, 220))
+    with torch.no_grad():
+        hidden, lengths = _FrontEndGraph(model)(features, mask)
+    hidden_axes = {0: "batch", 1: "frames_out"}
+    graphs = [("front_end.onnx", _FrontEndGraph(model), (features, mask), INPUT_NAMES, ["hidden", "output_lengths"],
+               {"input_features": {0: "batch", 1: "frames"}, "attention_mask": {0: "batch", 1: "frames"},
+                "hidden": hidden_axes, "output_lengths": {0: "batch"}})]
+    layer_files = [f"layer_{index:02d}.onnx" for index in range(1, config.num_hidden_layers + 1)]
+    graphs += [(name, _LayerGraph(model, index), (hidden, lengths), ["hidden", "output_lengths"], ["hidden_out"],
+                {"hidden": hidden_axes, "output_lengths": {0: "batch"}, "hidden_out": hidden_axes})
+               for index, name in enumerate(layer_files, start=1)]
+    graphs.append(("head.onnx", _HeadGraph(model), (hidden, lengths), ["hidden", "output_lengths"], ["logits"],
+                   {"hidden": hidden_axes, "output_lengths": {0: "batch"}, "logits": hidden_axes}))
+    if config.self_conditioning:
+        graphs.append(("conditioning.onnx", _ConditioningGraph(model), (hidden,), ["hidden"], ["hidden_out"],
+                       {"hidden": hidden_axes, "hidden_out": hidden_axes}))
+    for name, module, example, inputs, outputs, axes in graphs:
+        path = folder / name
+        _trace_to_onnx(module.eval(), example, path, inputs, outputs, axes, opset)
+        if quantize == "int8":
+            float_path = path.with_name(path.stem + "_fp32.onnx")
+            os.replace(path, float_path)
+            quantize_int8(float_path, path)
+            float_path.unlink()
+    np.savez(folder / FRONT_END_TABLES, window=extractor.window.numpy(), mel_filters=extractor.mel_filters.numpy())
+    runtime = {
+        "format": RUNTIME_FORMAT, "version": 1, "quantize": quantize,
+        "num_layers": config.num_hidden_layers, "layers": layer_files, "front_end": "front_end.onnx",
+        "head": "head.onnx", "conditioning": "conditioning.onnx" if config.self_conditioning else None,
+        "interctc_layers": list(config.interctc_layers), "blank_id": config.pad_token_id,
+        "kept_layers": list(config.kept_layers),
+        "pruning_schedule": {str(k): v for k, v in model.pruning_schedule().items()},
+        "inputs_to_logits_ratio": config.inputs_to_logits_ratio,
+    }
+    (folder / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1) + "\n")
+
+
+def compare_folder_with_pytorch(folder: str | os.PathLike, model: nn.Module,
+                                batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Max |logits_onnx - logits_torch| over valid output frames of `batch`, at every depth of the model's pruning
+    schedule and with early exit at threshold 0 (every utterance leaves at the first exit), through `OnnxPrunableCTC`."""
+    from .onnx_runtime import OnnxPrunableCTC
+
+    runtime = OnnxPrunableCTC(folder)
+    features, mask = batch
+    worst = 0.0
+    with torch.no_grad():
+        runs = [({"layers": layers}, model(features, attention_mask=mask, layers=layers))
+                for layers in model.pruning_schedule().values()]
+        runs.append(({"early_exit_threshold": 0.0}, model(features, attention_mask=mask, early_exit_threshold=0.0)))
+    for options, expected in runs:
+        logits, lengths, _ = runtime.logits(features.numpy(), mask.numpy(), **options)
+        if lengths.tolist() != expected.output_lengths.tolist():
+            raise AssertionError(f"ONNX output_lengths {lengths.tolist()} != PyTorch "
+                                 f"{expected.output_lengths.tolist()} ({options})")
+        valid = torch.arange(expected.logits.shape[1])[None, :] < expected.output_lengths[:, None]
+        worst = max(worst, float((torch.from_numpy(logits) - expected.logits).abs()[valid].max()))
+    return worst
+
+
 def write_onnx(model: nn.Module, path: Path, opset: int) -> None:
     """Trace `model` (a `PrunableCTCForCTC` in eval mode) on a padded example batch and write the graph to `path`."""
-    example = _example_batch(model.config.num_mel_bins, lengths=(300, 220))
+    _trace_to_onnx(_ExportedForward(model).eval(), _example_batch(model.config.num_mel_bins, lengths=(300, 220)),
+                   path, INPUT_NAMES, OUTPUT_NAMES,
+                   {"input_features": {0: "batch", 1: "frames"}, "attention_mask": {0: "batch", 1: "frames"},
+                    "logits": {0: "batch", 1: "frames_out"}, "output_lengths": {0: "batch"}}, opset)
+
+
+def _trace_to_onnx(module: nn.Module, example: tuple, path: Path, input_names: list, output_names: list,
+                   dynamic_axes: dict, opset: int) -> None:
     # The TorchScript tracer, not torch.export: the model checks its inputs with data-dependent Python branches
     # (NaN/Inf, lengths), which torch.export refuses and tracing evaluates once on the example.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings for exactly those checks
-        torch.onnx.export(
-            _ExportedForward(model).eval(),
-            example,
-            str(path),
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_axes={"input_features": {0: "batch", 1: "frames"}, "attention_mask": {0: "batch", 1: "frames"},
-                          "logits": {0: "batch", 1: "frames_out"}, "output_lengths": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
+        torch.onnx.export(module, example, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
 
 
 def quantize_int8(float_path: Path, int8_path: Path) -> None:

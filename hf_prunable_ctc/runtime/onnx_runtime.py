@@ -1,0 +1,263 @@
+"""Run an every-depth ONNX folder (`export_onnx(model_dir, out_dir)`) without torch or transformers.
+
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    asr = OnnxPrunableCTC("onnx-folder")
+    asr.transcribe("speech.flac")                            # {"text": ..., "depth": 8}
+    asr.transcribe(samples, sampling_rate=8000, num_layers=4)
+    asr.transcribe([a, b], early_exit_threshold=0.9)         # a list in, a list out; "depth": where each stopped
+
+Imports numpy, onnxruntime, soundfile and soxr only (and soxr only for audio at another rate): what a device
+installs. The front end computes the package's feature extractor's Kaldi fbank and utterance CMVN in numpy from the
+window and mel filters the export stored (``front_end.npz``); the graphs run in sequence, front end, the layers
+asked for, head, so one folder serves every depth; decoding is the package's `CTCTextDecoder`, read from the
+tokenizer's files. Logits, and so transcripts, equal PyTorch's at every depth and with early exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.audio import AudioSource, load_audio
+from .ctc_text import CTCTextDecoder
+
+# The feature extractor's framing (feature_extraction_prunable_ctc.py, Kaldi's defaults).
+WIN_LENGTH, HOP_LENGTH, FFT_LENGTH = 400, 160, 512
+PREEMPHASIS = 0.97
+MEL_FLOOR = 1.192092955078125e-07
+KALDI_SCALE = 2**15
+CONSTANT_BIN_STD = 1e-4
+
+
+class NumpyFrontEnd:
+    """`PrunableCTCFeatureExtractor`'s features in numpy: `front_end(waveforms)` -> ``(features (batch, frames,
+    bins) float32, attention_mask (batch, frames) int32)``, padded with zeros to the longest utterance."""
+
+    def __init__(self, folder: str | os.PathLike):
+        settings = json.loads((Path(folder) / "preprocessor_config.json").read_text())
+        tables = np.load(Path(folder) / "front_end.npz", allow_pickle=False)
+        self.window = tables["window"].astype(np.float32)
+        self.mel_filters = tables["mel_filters"].astype(np.float32)  # (FFT_LENGTH // 2 + 1, bins)
+        self.sampling_rate = int(settings["sampling_rate"])
+        self.dither = float(settings.get("dither", 0.0))
+        self.normalize = bool(settings.get("do_ceptral_normalize", True))
+        self.normalize_means = bool(settings.get("normalize_means", True))
+        self.normalize_vars = bool(settings.get("normalize_vars", True))
+
+    def fbank(self, waveform: np.ndarray) -> np.ndarray:
+        """Log-mel energies ``(frames, bins)`` of one utterance ``(samples,)`` in [-1, 1], not normalised."""
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.shape[0] < WIN_LENGTH:
+            return np.zeros((0, self.mel_filters.shape[1]), dtype=np.float32)
+        frames = np.lib.stride_tricks.sliding_window_view(waveform, WIN_LENGTH)[::HOP_LENGTH]
+        if self.dither != 0.0:
+            frames = frames + np.float32(self.dither / KALDI_SCALE) * np.random.standard_normal(frames.shape).astype(
+                np.float32)
+        padded = np.zeros((frames.shape[0], FFT_LENGTH), dtype=np.float32)
+        # DC removal, pre-emphasis and window in the torch extractor's order of float32 operations (pre-emphasis
+        # first, then (1 - a) times the frame's mean taken out): the lowest mel bins hold little energy, and another
+        # order moves their logarithm by up to 0.02.
+        mean = frames.mean(axis=1, keepdims=True, dtype=np.float32)
+        padded[:, 1:WIN_LENGTH] = frames[:, 1:] - np.float32(PREEMPHASIS) * frames[:, :-1]
+        padded[:, :1] = frames[:, :1] * np.float32(1 - PREEMPHASIS)
+        padded[:, :WIN_LENGTH] -= np.float32(1 - PREEMPHASIS) * mean
+        padded[:, :WIN_LENGTH] *= self.window
+        spectrum = np.fft.rfft(padded, axis=1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        return np.log(np.maximum(power @ self.mel_filters, MEL_FLOOR)).astype(np.float32)
+
+    def normalize_utterance(self, features: np.ndarray) -> np.ndarray:
+        """Utterance CMVN, a constant bin becoming 0 (as the torch extractor does)."""
+        if features.shape[0] == 0 or not self.normalize:
+            return features
+        if self.normalize_means:
+            features = features - features.mean(axis=0)
+        if self.normalize_vars:
+            std = np.sqrt((features**2).mean(axis=0)) if self.normalize_means else features.std(axis=0)
+            constant = std < CONSTANT_BIN_STD
+            features = np.where(constant, 0.0, features / np.where(constant, 1.0, std))
+        return features.astype(np.float32)
+
+    def __call__(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        features = [self.normalize_utterance(self.fbank(w)) for w in waveforms]
+        frames = max((f.shape[0] for f in features), default=0)
+        batch = np.zeros((len(features), frames, self.mel_filters.shape[1]), dtype=np.float32)
+        mask = np.zeros((len(features), frames), dtype=np.int32)
+        for i, f in enumerate(features):
+            batch[i, : f.shape[0]] = f
+            mask[i, : f.shape[0]] = 1
+        return batch, mask
+
+
+def max_posterior_confidence(logits: np.ndarray, lengths: np.ndarray, blank: int) -> np.ndarray:
+    """`early_exit.max_posterior_confidence` in numpy: per utterance, the mean largest posterior over its valid
+    non-blank frames (all valid frames if none; 1 without valid frames)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    posteriors = np.exp(shifted)
+    posteriors /= posteriors.sum(axis=-1, keepdims=True)
+    best, labels = posteriors.max(axis=-1), posteriors.argmax(axis=-1)
+    valid = np.arange(logits.shape[1])[None, :] < lengths[:, None]
+    speech = valid & (labels != blank)
+    counted = np.where(speech.any(axis=1, keepdims=True), speech, valid).astype(np.float32)
+    total = counted.sum(axis=1)
+    mean = (best * counted).sum(axis=1) / np.maximum(total, 1.0)
+    return np.where(total > 0, mean, 1.0).astype(np.float32)
+
+
+class OnnxPrunableCTC:
+    """An every-depth ONNX folder, run with ONNX Runtime: features, any depth or early exit, greedy CTC text.
+
+    Args:
+        folder: written by `export_onnx(model_dir, folder)` (``runtime.json``, the graphs, the tokenizer and
+            feature-extractor files).
+        threads: ONNX Runtime intra-op threads (default: its own choice).
+    """
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        import onnxruntime
+
+        self.folder = Path(folder)
+        runtime_file = self.folder / "runtime.json"
+        if not runtime_file.is_file():
+            raise ValueError(f"{self.folder} is not an every-depth ONNX export (no runtime.json): write one with "
+                             "`hf-prunable-ctc export MODEL OUT` (without --depth)")
+        self.config = json.loads(runtime_file.read_text())
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+
+        def session(name):
+            return onnxruntime.InferenceSession(str(self.folder / name), options, providers=["CPUExecutionProvider"])
+
+        self.front_end_graph = session(self.config["front_end"])
+        self.layer_graphs = [session(name) for name in self.config["layers"]]
+        self.head_graph = session(self.config["head"])
+        self.conditioning_graph = session(self.config["conditioning"]) if self.config["conditioning"] else None
+        self.num_layers = int(self.config["num_layers"])
+        self.interctc_layers = [int(i) for i in self.config["interctc_layers"]]
+        self.blank_id = int(self.config["blank_id"])
+        self.pruning_schedule = {int(k): list(v) for k, v in self.config["pruning_schedule"].items()}
+        self.front_end = NumpyFrontEnd(self.folder)
+        self.decode = CTCTextDecoder.from_folder(self.folder)
+
+    # --- graphs ----------------------------------------------------------------------------------------------
+
+    def layers_to_run(self, num_layers: int | None = None, layers: Sequence[int] | None = None) -> list[int]:
+        """The (1-based) layers a call runs, checked as the PyTorch model checks them."""
+        if num_layers is not None and layers is not None:
+            raise ValueError("give either num_layers or layers, not both")
+        if layers is not None:
+            layers = [int(i) for i in layers]
+            if not layers or any(not 1 <= i <= self.num_layers for i in layers) or layers != sorted(set(layers)):
+                raise ValueError(f"layers must be distinct increasing indices in [1, {self.num_layers}], got {layers}")
+            return layers
+        if num_layers is None:
+            return list(range(1, self.num_layers + 1))
+        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or not (
+                1 <= num_layers <= self.num_layers):
+            raise ValueError(f"depth must be in [1, {self.num_layers}] (the model has {self.num_layers} layers), "
+                             f"got {num_layers}")
+        return list(range(1, int(num_layers) + 1))
+
+    def _layer(self, index: int, hidden: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.layer_graphs[index - 1].run(None, {"hidden": hidden, "output_lengths": lengths})[0]
+
+    def _head(self, hidden: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.head_graph.run(None, {"hidden": hidden, "output_lengths": lengths})[0]
+
+    def _condition(self, hidden: np.ndarray) -> np.ndarray:
+        return self.conditioning_graph.run(None, {"hidden": hidden})[0]
+
+    def logits(self, input_features: np.ndarray, attention_mask: np.ndarray, num_layers: int | None = None,
+               layers: Sequence[int] | None = None, early_exit_threshold: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CTC logits of a batch of features: ``(logits (batch, frames_out, vocab), output_lengths (batch,),
+        depths (batch,))``, with `layers`/`num_layers` or early exit as in `PrunableCTCForCTC.forward`."""
+        input_features = np.asarray(input_features, np.float32)
+        batch = input_features.shape[0]
+        if input_features.shape[1] == 0:
+            # No frames (audio shorter than one window): no graph can run on an empty time axis; the text is empty.
+            vocab = len(self.decode.group_ids)
+            depth = len(self.layers_to_run(num_layers, layers)) if early_exit_threshold is None else self.num_layers
+            return np.zeros((batch, 0, vocab), np.float32), np.zeros(batch, np.int64), np.full(batch, depth)
+        hidden, lengths = self.front_end_graph.run(None, {"input_features": input_features,
+                                                          "attention_mask": np.asarray(attention_mask, np.int32)})
+        if early_exit_threshold is not None:
+            if num_layers is not None or layers is not None:
+                raise ValueError("early_exit_threshold picks the depth per utterance: do not combine it with "
+                                 "num_layers or layers")
+            return self._early_exit(hidden, lengths, _checked_threshold(early_exit_threshold))
+        run = self.layers_to_run(num_layers, layers)
+        if hidden.shape[1] == 0:
+            return self._head(hidden, lengths), lengths, np.full(batch, len(run))
+        for position, index in enumerate(run):
+            hidden = self._layer(index, hidden, lengths)
+            if self.conditioning_graph is not None and index in self.interctc_layers and position < len(run) - 1:
+                hidden = self._condition(hidden)
+        return self._head(hidden, lengths), lengths, np.full(batch, len(run))
+
+    def _early_exit(self, hidden, lengths, threshold):
+        last = self.num_layers
+        exits = sorted({i for i in self.interctc_layers if i < last} | {last})
+        logits = self._head(hidden, lengths) if hidden.shape[1] == 0 else None
+        depths = np.full(hidden.shape[0], exits[0] if hidden.shape[1] == 0 else last)
+        if logits is not None:
+            return logits, lengths, depths
+        running = np.arange(hidden.shape[0])
+        for index in range(1, last + 1):
+            hidden = self._layer(index, hidden, lengths[running])
+            if index not in exits:
+                continue
+            exit_logits = self._head(hidden, lengths[running])
+            if logits is None:
+                logits = np.empty((len(lengths),) + exit_logits.shape[1:], dtype=exit_logits.dtype)
+            score = max_posterior_confidence(exit_logits, lengths[running], self.blank_id)
+            leaving = score >= threshold if index < last else np.ones(len(running), dtype=bool)
+            logits[running[leaving]] = exit_logits[leaving]
+            depths[running[leaving]] = index
+            running, hidden = running[~leaving], hidden[~leaving]
+            if running.size == 0:
+                break
+            if self.conditioning_graph is not None:
+                hidden = self._condition(hidden)
+        return logits, lengths, depths
+
+    # --- audio in, text out ------------------------------------------------------------------------------------
+
+    def transcribe(self, audio: AudioSource | np.ndarray | list, sampling_rate: int | None = None,
+                   num_layers: int | None = None, layers: Sequence[int] | None = None,
+                   early_exit_threshold: float | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+        """``{"text": str, "depth": int}`` for one recording, a list of them for a list (run as one batch).
+
+        Args:
+            audio: a path, encoded bytes, a dict as `load_audio` takes, or samples (1-D, or 2-D with channels on
+                the shorter axis) at `sampling_rate`; or a list of those.
+            sampling_rate: rate of sample arrays (default: the model's, 16 kHz); other rates are resampled.
+            num_layers, layers, early_exit_threshold: the depth, as in `PrunableCTCForCTC.forward` (at most one);
+                "depth" in the result is the number of layers run (the exit layer with early exit).
+        """
+        single = not isinstance(audio, list)
+        waveforms = [self._waveform(item, sampling_rate) for item in ([audio] if single else audio)]
+        features, mask = self.front_end(waveforms)
+        logits, lengths, depths = self.logits(features, mask, num_layers, layers, early_exit_threshold)
+        results = [{"text": self.decode(row[:n].argmax(-1)), "depth": int(depth)}
+                   for row, n, depth in zip(logits, lengths, depths)]
+        return results[0] if single else results
+
+    def _waveform(self, item, sampling_rate: int | None) -> np.ndarray:
+        target = self.front_end.sampling_rate
+        if isinstance(item, np.ndarray):
+            return load_audio({"array": item, "sampling_rate": sampling_rate or target}, sampling_rate=target)
+        return load_audio(item, sampling_rate=target)
+
+
+def _checked_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
+        raise ValueError(f"early_exit_threshold must be a number (0 exits at the first intermediate-CTC layer, "
+                         f"above 1 never exits early), got {threshold!r}")
+    return float(threshold)
