@@ -63,6 +63,15 @@ def padded_batch(lengths, num_mel_bins=16, seed=0):
     return features, mask
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (tiny models: a second thread only adds contention)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def batch():
     return padded_batch([57, 40, 23])

@@ -23,12 +23,7 @@ CONFIG = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, interm
               ctc_loss_reduction="mean")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dataset(size=8):

@@ -171,6 +171,11 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
             if part != "k_proj":  # Whisper's keys have no bias; CTranslate2 stored zeros (softmax-invariant anyway)
                 state[f"{hf}.{part}.bias"] = bias
 
+    def self_attention(ct2: str, hf: str) -> None:
+        fused(f"{ct2}/self_attention/linear_0", f"{hf}.self_attn", ("q_proj", "k_proj", "v_proj"))
+        linear(f"{ct2}/self_attention/linear_1", f"{hf}.self_attn.out_proj")
+        layer_norm(f"{ct2}/self_attention/layer_norm", f"{hf}.self_attn_layer_norm")
+
     def feed_forward(ct2: str, hf: str) -> None:
         linear(f"{ct2}/ffn/linear_0", f"{hf}.fc1")
         linear(f"{ct2}/ffn/linear_1", f"{hf}.fc2")
@@ -181,9 +186,7 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
     state["model.encoder.embed_positions.weight"] = take("encoder/position_encodings/encodings")
     for i in range(_layer_count(variables, "encoder")):
         ct2, hf = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-        fused(f"{ct2}/self_attention/linear_0", f"{hf}.self_attn", ("q_proj", "k_proj", "v_proj"))
-        linear(f"{ct2}/self_attention/linear_1", f"{hf}.self_attn.out_proj")
-        layer_norm(f"{ct2}/self_attention/layer_norm", f"{hf}.self_attn_layer_norm")
+        self_attention(ct2, hf)
         feed_forward(ct2, hf)
     layer_norm("encoder/layer_norm", "model.encoder.layer_norm")
 
@@ -191,9 +194,7 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
     state["model.decoder.embed_positions.weight"] = take("decoder/position_encodings/encodings")
     for i in range(_layer_count(variables, "decoder")):
         ct2, hf = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        fused(f"{ct2}/self_attention/linear_0", f"{hf}.self_attn", ("q_proj", "k_proj", "v_proj"))
-        linear(f"{ct2}/self_attention/linear_1", f"{hf}.self_attn.out_proj")
-        layer_norm(f"{ct2}/self_attention/layer_norm", f"{hf}.self_attn_layer_norm")
+        self_attention(ct2, hf)
         linear(f"{ct2}/attention/linear_0", f"{hf}.encoder_attn.q_proj")
         fused(f"{ct2}/attention/linear_1", f"{hf}.encoder_attn", ("k_proj", "v_proj"))
         linear(f"{ct2}/attention/linear_2", f"{hf}.encoder_attn.out_proj")
