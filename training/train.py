@@ -25,6 +25,7 @@ from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
 from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
 from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+from hf_prunable_ctc.feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
 from hf_prunable_ctc.data.speech_data import (FEATURE_MODES, load_prepared_split, load_split, prepare_split,
                                               training_texts)
 from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
@@ -213,7 +214,12 @@ def main(argv=None):
             raise ValueError(f"no usable transcripts in column {data_args.text_column_name!r} of the training split")
         tokenizer = make_tokenizer(build_vocabulary(texts))
     model = build_model(model_args, len(tokenizer), tokenizer.pad_token_id)
-    feature_extractor = make_feature_extractor(num_mel_bins=model.config.num_mel_bins)
+    # A model folder brings its own front end (Whisper-initialised models compute Whisper's log-mel features);
+    # new models get the package's Kaldi fbank.
+    if model_args.model_name_or_path:
+        feature_extractor = PrunableCTCFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+    else:
+        feature_extractor = make_feature_extractor(num_mel_bins=model.config.num_mel_bins)
 
     prepare = dict(audio_column=data_args.audio_column_name, text_column=data_args.text_column_name,
                    chars_to_ignore=data_args.chars_to_ignore, uppercase=data_args.uppercase,

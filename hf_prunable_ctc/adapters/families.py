@@ -131,6 +131,11 @@ def family_of(model: nn.Module) -> CTCFamily:
         for family in FAMILIES:
             if model_type in family.model_types:
                 return family
+    if model_type == "whisper":
+        raise TypeError(
+            f"{class_name} has no CTC head to wrap: build a prunable CTC model from its encoder with "
+            "hf_prunable_ctc.conversion.prunable_ctc_from_whisper(model, vocab_size=...) or the command "
+            "`hf-prunable-ctc from-whisper WHISPER_DIR TOKENIZER_DIR OUT`")
     raise TypeError(
         f"make_prunable supports {', '.join(SUPPORTED_CLASSES)}; got {class_name} (model_type {model_type!r}). "
         "Load the checkpoint with AutoModelForCTC (a CTC head is needed), or train hf_prunable_ctc's own "

@@ -222,7 +222,11 @@ def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, qua
             os.replace(path, float_path)
             quantize_int8(float_path, path)
             float_path.unlink()
-    np.savez(folder / FRONT_END_TABLES, window=extractor.window.numpy(), mel_filters=extractor.mel_filters.numpy())
+    tables = {"window": extractor.window.numpy(), "mel_filters": extractor.mel_filters.numpy()}
+    if getattr(extractor, "feature_type", "kaldi_fbank") == "whisper_log_mel":
+        tables.update(whisper_window=extractor.whisper_window.numpy(),
+                      whisper_mel_filters=extractor.whisper_mel_filters.numpy())
+    np.savez(folder / FRONT_END_TABLES, **tables)
     runtime = {
         "format": RUNTIME_FORMAT, "version": 1, "quantize": quantize,
         "num_layers": config.num_hidden_layers, "layers": layer_files, "front_end": "front_end.onnx",

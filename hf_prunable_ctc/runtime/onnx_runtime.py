@@ -8,8 +8,9 @@
     asr.transcribe([a, b], early_exit_threshold=0.9)         # a list in, a list out; "depth": where each stopped
 
 Imports numpy, onnxruntime, soundfile and soxr only (and soxr only for audio at another rate): what a device
-installs. The front end computes the package's feature extractor's Kaldi fbank and utterance CMVN in numpy from the
-window and mel filters the export stored (``front_end.npz``); the graphs run in sequence, front end, the layers
+installs. The front end computes the package's feature extractor's Kaldi fbank and utterance CMVN (or, for
+Whisper-initialised models, Whisper's log-mel) in numpy from the window and mel filters the export stored
+(``front_end.npz``); the graphs run in sequence, front end, the layers
 asked for, head, so one folder serves every depth; decoding is the package's `CTCTextDecoder`, read from the
 tokenizer's files. Logits, and so transcripts, equal PyTorch's at every depth and with early exit.
 """
@@ -48,6 +49,28 @@ class NumpyFrontEnd:
         self.normalize = bool(settings.get("do_ceptral_normalize", True))
         self.normalize_means = bool(settings.get("normalize_means", True))
         self.normalize_vars = bool(settings.get("normalize_vars", True))
+        self.whisper = settings.get("feature_type", "kaldi_fbank") == "whisper_log_mel"
+        if self.whisper:
+            self.whisper_window = tables["whisper_window"].astype(np.float32)
+            self.whisper_mel_filters = tables["whisper_mel_filters"].astype(np.float32)  # (201, bins)
+
+    def whisper_log_mel(self, waveform: np.ndarray) -> np.ndarray:
+        """Whisper's log-mel features ``(samples // 160, bins)``, as the torch extractor computes them: the audio
+        followed by zeros (Whisper's 30 s padding), reflected in front."""
+        waveform = np.asarray(waveform, dtype=np.float32)
+        num_frames, size = waveform.shape[0] // HOP_LENGTH, self.whisper_window.shape[0]
+        if num_frames == 0:
+            return np.zeros((0, self.whisper_mel_filters.shape[1]), dtype=np.float32)
+        half = size // 2
+        tail = np.zeros(half, dtype=np.float32)
+        front = np.concatenate((waveform[1:half + 1], tail))[:half][::-1]
+        padded = np.concatenate((front, waveform, tail))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::HOP_LENGTH][:num_frames] * self.whisper_window
+        spectrum = np.fft.rfft(frames, axis=1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        log_mel = np.log10(np.maximum(power @ self.whisper_mel_filters, np.float32(1e-10)))
+        log_mel = np.maximum(log_mel, log_mel.max() - np.float32(8.0))
+        return ((log_mel + np.float32(4.0)) / np.float32(4.0)).astype(np.float32)
 
     def fbank(self, waveform: np.ndarray) -> np.ndarray:
         """Log-mel energies ``(frames, bins)`` of one utterance ``(samples,)`` in [-1, 1], not normalised."""
@@ -84,7 +107,10 @@ class NumpyFrontEnd:
         return features.astype(np.float32)
 
     def __call__(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        features = [self.normalize_utterance(self.fbank(w)) for w in waveforms]
+        if self.whisper:
+            features = [self.whisper_log_mel(w) for w in waveforms]
+        else:
+            features = [self.normalize_utterance(self.fbank(w)) for w in waveforms]
         frames = max((f.shape[0] for f in features), default=0)
         batch = np.zeros((len(features), frames, self.mel_filters.shape[1]), dtype=np.float32)
         mask = np.zeros((len(features), frames), dtype=np.int32)

@@ -7,9 +7,13 @@ This file is copied next to the weights by `save_pretrained` (remote code): it m
 from transformers import PretrainedConfig
 
 ENCODER_TYPES = ("transformer", "conformer")
-SUBSAMPLING_TYPES = ("conv1d", "conv2d")
+SUBSAMPLING_TYPES = ("conv1d", "conv2d", "whisper")
+POSITION_EMBEDDING_TYPES = ("rotary", "absolute")
 STOCHASTIC_DEPTH_SCHEDULES = ("linear", "uniform")
 CTC_LOSS_REDUCTIONS = ("mean", "sum")
+DEPTH_SAMPLING = ("none", "sandwich")
+# Named recipes for `interctc_weights`, resolved to one weight per intermediate-CTC layer when the config is built.
+INTERCTC_WEIGHT_RECIPES = {"inverse_depth": lambda layers: [1.0 / layer for layer in layers]}
 
 
 def check_stochastic_depth(rate, schedule, owner: str = "") -> None:
@@ -48,7 +52,9 @@ class PrunableCTCConfig(PretrainedConfig):
         conv_kernel_size (`int`, defaults to 15): depthwise convolution kernel of conformer layers (odd).
         subsampling_type (`str`, defaults to `"conv1d"`): `"conv1d"` (stride-2 1-D convolutions over time with the
             mel bins as channels, cheap on CPU) or `"conv2d"` (ESPnet-style 2-D convolutions over time and
-            frequency, about 25x slower at small model sizes on CPU).
+            frequency, about 25x slower at small model sizes on CPU) or `"whisper"` (Whisper's encoder front end: a
+            kernel-3 convolution at stride 1, then one at stride 2, GELU after each, `hidden_size` channels and no
+            projection; needs `subsampling_factor=2`).
         subsampling_factor (`int`, defaults to 4): time reduction of the front end: 2, 4 or 8.
         subsampling_conv_channels (`int`, defaults to 256): channels of the front-end convolutions.
         hop_length (`int`, defaults to 160): audio samples per input feature frame (10 ms at 16 kHz).
@@ -57,13 +63,44 @@ class PrunableCTCConfig(PretrainedConfig):
         hidden_dropout (`float`, defaults to 0.1): dropout on residual branches and after the front end.
         attention_dropout (`float`, defaults to 0.1): dropout on attention probabilities.
         activation_dropout (`float`, defaults to 0.1): dropout inside the feed-forward blocks.
+        position_embedding_type (`str`, defaults to `"rotary"`): `"rotary"` (relative positions inside every
+            attention layer) or `"absolute"` (a table of `max_position_embeddings` vectors added to the front end's
+            output, Whisper's layout; inputs are limited to that many output frames).
+        max_position_embeddings (`int`, defaults to 1500): rows of the absolute position table (Whisper: 1500
+            frames, 30 s); read only with `position_embedding_type="absolute"`.
         rope_theta (`float`, defaults to 10000.0): base of the rotary position embedding used in every attention
             layer. Rotary (relative) positions are applied inside each layer, so any subset of layers sees
             positions.
         interctc_layers (`list[int]`, defaults to `[]`): layers whose outputs also get a CTC loss through the
             shared final LayerNorm and CTC head. Must lie in `[1, num_hidden_layers - 1]`.
-        interctc_weight (`float`, defaults to 0.0): lambda in `(1 - lambda) * CTC(final) + lambda * mean_k
-            CTC(layer k)`; in `[0, 1)`.
+        interctc_weight (`float`, defaults to 0.0): lambda in `(1 - lambda) * CTC(final) + lambda * sum_k w_k *
+            CTC(layer k) / sum_k w_k`; in `[0, 1)`.
+        interctc_weights (`list[float]` or `str`, *optional*): the exit weights w_k, one per `interctc_layers`
+            entry in the order given (sorted together with the layers), each >= 0 and not all 0; equal weights (a
+            plain mean, w_k = 1) when not given. `"inverse_depth"` stands for w_k = 1 / k, which favours the shallow
+            exits, and is stored as those numbers. Pruning keeps the weights of the exits that remain.
+        depth_sampling (`str`, defaults to `"none"`): `"sandwich"` trains sub-networks of sampled depths at every
+            training step with labels (the sandwich rule of Dynamic Encoder Size, Interspeech 2024): the smallest
+            depth (1 layer) and `sandwich_random_depths` depths drawn uniformly, without replacement and with
+            torch's generator, from those in between (2 .. L-1 of the L layers the pass runs). The sub-network of
+            depth k is the first k of those layers, run without stochastic depth on the same front-end output
+            (same SpecAugment mask) in one extra pass up to the deepest sampled depth, with self-conditioning as
+            `forward(num_layers=k)` applies it; its CTC loss is read through the shared final norm and head. The
+            full depth is the main pass. `"none"` trains the full depth only.
+        sandwich_random_depths (`int`, defaults to 1): depths drawn per step besides the smallest one, >= 0;
+            capped at the number of depths in between.
+        sandwich_weight (`float`, defaults to 1.0): the sandwich loss, `sandwich_weight * mean_k CTC(sub-network
+            k)` over the sampled depths, is added to the loss; > 0.
+        distillation_weight (`float`, defaults to 0.0): in-place self-distillation, >= 0 (0: off). The final
+            logits of the same pass, detached, teach every intermediate-CTC exit and every sandwich sub-network
+            through `KL(teacher || student) * T^2` averaged over valid (non-padded) frames, then over the students;
+            `distillation_weight` times it is added to the loss. The teacher is the pass that computes the loss,
+            so distillation costs no extra forward pass, only the softmaxes of teacher and students; the sandwich
+            sub-networks it also teaches cost their one extra pass (see `depth_sampling`) whether or not they are
+            distilled. Like the intermediate CTC losses it is part of every loss with labels, in evaluation too
+            (the sandwich students only in training). Needs `interctc_layers` or sandwich sampling.
+        distillation_temperature (`float`, defaults to 1.0): T, dividing the teacher's and students' logits before
+            the softmax; > 0.
         self_conditioning (`bool`, defaults to `False`): add a projection of each intermediate posterior back to
             the hidden state (Nozaki & Komatsu 2021).
         stochastic_depth_rate (`float`, defaults to 0.0): p_max, the largest probability of skipping a layer in
@@ -108,14 +145,22 @@ class PrunableCTCConfig(PretrainedConfig):
         hidden_dropout=0.1,
         attention_dropout=0.1,
         activation_dropout=0.1,
+        position_embedding_type="rotary",
+        max_position_embeddings=1500,
         rope_theta=10000.0,
         interctc_layers=None,
         interctc_weight=0.0,
+        interctc_weights=None,
         self_conditioning=False,
         stochastic_depth_rate=0.0,
         stochastic_depth_schedule="linear",
         ctc_loss_reduction="mean",
         ctc_zero_infinity=True,
+        depth_sampling="none",
+        sandwich_random_depths=1,
+        sandwich_weight=1.0,
+        distillation_weight=0.0,
+        distillation_temperature=1.0,
         kept_layers=None,
         pruning_schedule=None,
         spec_augment_freq_masks=0,
@@ -144,14 +189,29 @@ class PrunableCTCConfig(PretrainedConfig):
         self.hidden_dropout = hidden_dropout
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
+        self.position_embedding_type = position_embedding_type
+        self.max_position_embeddings = max_position_embeddings
         self.rope_theta = rope_theta
-        self.interctc_layers = sorted(int(i) for i in (interctc_layers or []))
+        layers = [int(i) for i in (interctc_layers or [])]
+        if isinstance(interctc_weights, str) and interctc_weights in INTERCTC_WEIGHT_RECIPES:
+            interctc_weights = INTERCTC_WEIGHT_RECIPES[interctc_weights](layers)
+        if isinstance(interctc_weights, (list, tuple)) and len(interctc_weights) == len(layers):
+            # Each weight belongs to its layer: sort them together.
+            pairs = sorted(zip(layers, interctc_weights), key=lambda pair: pair[0])
+            layers, interctc_weights = [i for i, _ in pairs], [w for _, w in pairs]
+        self.interctc_layers = sorted(layers)
         self.interctc_weight = interctc_weight
+        self.interctc_weights = list(interctc_weights) if isinstance(interctc_weights, tuple) else interctc_weights
         self.self_conditioning = self_conditioning
         self.stochastic_depth_rate = stochastic_depth_rate
         self.stochastic_depth_schedule = stochastic_depth_schedule
         self.ctc_loss_reduction = ctc_loss_reduction
         self.ctc_zero_infinity = ctc_zero_infinity
+        self.depth_sampling = depth_sampling
+        self.sandwich_random_depths = sandwich_random_depths
+        self.sandwich_weight = sandwich_weight
+        self.distillation_weight = distillation_weight
+        self.distillation_temperature = distillation_temperature
         self.kept_layers = [int(i) for i in kept_layers] if kept_layers is not None else None
         if self.kept_layers is None:
             self.kept_layers = list(range(1, num_hidden_layers + 1))
@@ -186,14 +246,21 @@ class PrunableCTCConfig(PretrainedConfig):
             fail("spec_augment_time_masks_per_second", "must be >= 0")
         if self.hidden_size % self.num_attention_heads:
             fail("num_attention_heads", f"must divide hidden_size={self.hidden_size}")
-        if (self.hidden_size // self.num_attention_heads) % 2:
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            fail("position_embedding_type", f"must be one of {POSITION_EMBEDDING_TYPES}")
+        if self.position_embedding_type == "rotary" and (self.hidden_size // self.num_attention_heads) % 2:
             fail("num_attention_heads", "hidden_size / num_attention_heads must be even for rotary positions")
+        if self.position_embedding_type == "absolute" and (
+                not isinstance(self.max_position_embeddings, int) or self.max_position_embeddings < 1):
+            fail("max_position_embeddings", "must be a positive integer")
         if self.encoder_type not in ENCODER_TYPES:
             fail("encoder_type", f"must be one of {ENCODER_TYPES}")
         if self.subsampling_type not in SUBSAMPLING_TYPES:
             fail("subsampling_type", f"must be one of {SUBSAMPLING_TYPES}")
         if self.subsampling_factor not in (2, 4, 8):
             fail("subsampling_factor", "must be 2, 4 or 8")
+        if self.subsampling_type == "whisper" and self.subsampling_factor != 2:
+            fail("subsampling_factor", "must be 2 with subsampling_type='whisper' (Whisper's front end halves time)")
         if not isinstance(self.conv_kernel_size, int) or self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
             fail("conv_kernel_size", "must be a positive odd integer")
         if self.pad_token_id is None or not 0 <= self.pad_token_id < self.vocab_size:
@@ -213,6 +280,32 @@ class PrunableCTCConfig(PretrainedConfig):
             fail("interctc_weight", "is > 0 but interctc_layers is empty")
         if self.self_conditioning and not self.interctc_layers:
             fail("self_conditioning", "needs interctc_layers to condition on")
+        weights = self.interctc_weights
+        if weights is not None:
+            if not isinstance(weights, list) or any(
+                    isinstance(w, bool) or not isinstance(w, (int, float)) for w in weights):
+                fail("interctc_weights", f"must be a list of numbers or one of {sorted(INTERCTC_WEIGHT_RECIPES)}")
+            if len(weights) != len(self.interctc_layers):
+                fail("interctc_weights", f"must list one weight per interctc_layers entry "
+                                         f"({len(self.interctc_layers)}: {self.interctc_layers})")
+            if any(not 0.0 <= w < float("inf") for w in weights):
+                fail("interctc_weights", "must be finite and >= 0")
+            if not sum(weights) > 0:
+                fail("interctc_weights", "must not be all 0 (set interctc_weight to 0 to turn the exits' loss off)")
+        if self.depth_sampling not in DEPTH_SAMPLING:
+            fail("depth_sampling", f"must be one of {DEPTH_SAMPLING}")
+        if (not isinstance(self.sandwich_random_depths, int) or isinstance(self.sandwich_random_depths, bool)
+                or self.sandwich_random_depths < 0):
+            fail("sandwich_random_depths", "must be a non-negative integer")
+        if not 0.0 < self.sandwich_weight < float("inf"):
+            fail("sandwich_weight", "must be finite and > 0")
+        if not 0.0 <= self.distillation_weight < float("inf"):
+            fail("distillation_weight", "must be finite and >= 0")
+        if self.distillation_weight > 0 and not self.interctc_layers and self.depth_sampling == "none":
+            fail("distillation_weight", "is > 0 but there is no student: give interctc_layers or "
+                                        "depth_sampling='sandwich'")
+        if not 0.0 < self.distillation_temperature < float("inf"):
+            fail("distillation_temperature", "must be finite and > 0")
         check_stochastic_depth(self.stochastic_depth_rate, self.stochastic_depth_schedule, "PrunableCTCConfig.")
         if self.ctc_loss_reduction not in CTC_LOSS_REDUCTIONS:
             fail("ctc_loss_reduction", f"must be one of {CTC_LOSS_REDUCTIONS}")

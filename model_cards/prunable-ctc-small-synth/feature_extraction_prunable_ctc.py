@@ -46,6 +46,10 @@ MEL_FLOOR = 1.192092955078125e-07  # float32 epsilon, Kaldi's log floor
 KALDI_SCALE = 2**15  # Kaldi expects 16-bit integer amplitudes
 MEL_BLOCK = 16  # mel filters per block of the banded filterbank product (see `_mel_blocks`)
 CONSTANT_BIN_STD = 1e-4  # log-energy std below which a bin counts as constant over the utterance (normalised to 0)
+FEATURE_TYPES = ("kaldi_fbank", "whisper_log_mel")
+WHISPER_FFT_LENGTH = 400  # Whisper's n_fft: a 25 ms periodic Hann window, no zero padding
+WHISPER_LOG_FLOOR = 1e-10
+WHISPER_DYNAMIC_RANGE = 8.0  # log10 units kept below the utterance's loudest bin
 WORKSPACE_MAX_FRAMES = 3000  # 30 s: the FFT buffers of inputs up to this long are kept per thread (see `_workspace`)
 
 _WORKSPACES = threading.local()  # per thread, and at module level so that pickling an extractor never carries it
@@ -65,6 +69,12 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         do_ceptral_normalize (`bool`, defaults to `True`): normalise each utterance (the stock key, spelling kept).
         normalize_means (`bool`, defaults to `True`): subtract each bin's mean over the utterance.
         normalize_vars (`bool`, defaults to `True`): divide by each bin's standard deviation over the utterance.
+        feature_type (`str`, defaults to `"kaldi_fbank"`): `"kaldi_fbank"` (the above) or `"whisper_log_mel"`,
+            the features of `WhisperFeatureExtractor` (periodic Hann window, 400-point power spectrum, Slaney mel
+            filters from 0 Hz to Nyquist, log10, the top 8 log10 units of the utterance kept, ``(x + 4) / 4``;
+            no CMVN, no dither) without padding to 30 s: ``num_samples // 160`` frames, each equal to the frame
+            `WhisperFeatureExtractor` computes for the same audio padded to 30 s (the audio is followed by
+            zeros there, so it is here too).
     """
 
     model_input_names = ["input_features", "attention_mask"]
@@ -79,6 +89,7 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         do_ceptral_normalize: bool = True,
         normalize_means: bool = True,
         normalize_vars: bool = True,
+        feature_type: str = "kaldi_fbank",
         **kwargs,  # the base class's own keys (padding_side, return_attention_mask, ...) as saved in the config
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -88,6 +99,15 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         self.normalize_means = normalize_means
         self.normalize_vars = normalize_vars
         self.return_attention_mask = True
+        if feature_type not in FEATURE_TYPES:
+            raise ValueError(f"feature_type must be one of {FEATURE_TYPES}, got {feature_type!r}")
+        self.feature_type = feature_type
+        if feature_type == "whisper_log_mel":
+            self.whisper_mel_filters = torch.from_numpy(mel_filter_bank(
+                num_frequency_bins=WHISPER_FFT_LENGTH // 2 + 1, num_mel_filters=num_mel_bins, min_frequency=0.0,
+                max_frequency=sampling_rate / 2, sampling_rate=sampling_rate, norm="slaney", mel_scale="slaney",
+            )).to(torch.float32)  # (201, num_mel_bins)
+            self.whisper_window = torch.hann_window(WHISPER_FFT_LENGTH, periodic=True)
         # `mel_filters` and `window` are the names `FeatureExtractionMixin.to_dict` leaves out of the saved config.
         # The filters carry Kaldi's 16-bit amplitude scale (KALDI_SCALE**2 on power, a power of two, so exactly the
         # same energies as scaling the samples) to save a pass over the waveform.
@@ -108,12 +128,37 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
 
     def to_dict(self) -> dict:
         output = super().to_dict()
-        output.pop("_mel_blocks", None)  # derived from mel_filters, which the stock to_dict already leaves out
+        for derived in ("_mel_blocks", "whisper_mel_filters", "whisper_window"):
+            output.pop(derived, None)
+        if output.get("feature_type") == "kaldi_fbank":
+            # The default is left out, so a Kaldi-fbank folder keeps exactly the stock class's keys.
+            output.pop("feature_type")  # derived from mel_filters, which the stock to_dict already leaves out
         return output
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames for `num_samples` samples: 0 below one window, else ``1 + (num_samples - 400) // 160``."""
+        """Frames for `num_samples` samples: Kaldi fbank gives 0 below one window, else ``1 + (num_samples - 400)
+        // 160``; Whisper's log-mel gives ``num_samples // 160``."""
+        if self.feature_type == "whisper_log_mel":
+            return num_samples // HOP_LENGTH
         return 0 if num_samples < WIN_LENGTH else 1 + (num_samples - WIN_LENGTH) // HOP_LENGTH
+
+    def whisper_log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Whisper's log-mel features of one utterance, ``(num_samples // 160, num_mel_bins)`` float32."""
+        waveform = waveform.to(torch.float32)
+        num_frames = waveform.shape[0] // HOP_LENGTH
+        if num_frames == 0:
+            return waveform.new_zeros((0, self.num_mel_bins))
+        half = WHISPER_FFT_LENGTH // 2
+        # Whisper's audio is followed by its 30 s padding (zeros), which `torch.stft(center=True)` then reflects
+        # in front: samples 1..200 of the audio with zeros after it.
+        tail = waveform.new_zeros(half)
+        front = torch.cat((waveform[1:half + 1], tail))[:half].flip(0)
+        padded = torch.cat((front, waveform, tail))
+        frames = padded.unfold(0, WHISPER_FFT_LENGTH, HOP_LENGTH)[:num_frames] * self.whisper_window
+        power = torch.fft.rfft(frames).abs().square()  # (frames, 201)
+        log_mel = (power @ self.whisper_mel_filters).clamp_(min=WHISPER_LOG_FLOOR).log10_()
+        log_mel = torch.maximum(log_mel, log_mel.max() - WHISPER_DYNAMIC_RANGE)
+        return (log_mel + 4.0) / 4.0
 
     def fbank(self, waveform: torch.Tensor) -> torch.Tensor:
         """Log-mel energies of one utterance: `waveform` ``(num_samples,)`` float in [-1, 1] ->
@@ -204,10 +249,13 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
 
         features = []
         for utterance in utterances:
-            utterance_features = self.fbank(utterance)
+            whisper = self.feature_type == "whisper_log_mel"
+            utterance_features = self.whisper_log_mel(utterance) if whisper else self.fbank(utterance)
             if truncation and max_length is not None:
                 utterance_features = utterance_features[:max_length]
-            features.append(self.normalize_utterance(utterance_features).to(torch.float32))
+            if not whisper:
+                utterance_features = self.normalize_utterance(utterance_features)  # over the frames kept
+            features.append(utterance_features.to(torch.float32))
         return self._pad_features(features, padding, max_length, pad_to_multiple_of, return_tensors,
                                   return_attention_mask)
 

@@ -52,6 +52,8 @@ class PrunableCTCEncoderOutput(ModelOutput):
             intermediate-CTC layers that ran (the last layer that ran excluded), in order.
         intermediate_layers (`torch.LongTensor` of shape `(num_intermediate,)`, *optional*): the (1-based) layers
             `intermediate_logits` come from.
+        sub_network_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `sub_network_depths`): the
+            raw output `(batch, frames, hidden_size)` of each requested sub-network, in the order requested.
     """
 
     last_hidden_state: Optional[torch.FloatTensor] = None
@@ -60,6 +62,7 @@ class PrunableCTCEncoderOutput(ModelOutput):
     attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_logits: Optional[Tuple[torch.FloatTensor, ...]] = None
     intermediate_layers: Optional[torch.LongTensor] = None
+    sub_network_hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
 
 
 @dataclass
@@ -67,7 +70,9 @@ class PrunableCTCOutput(ModelOutput):
     """
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
-            `(1 - interctc_weight) * ctc_loss + interctc_weight * intermediate_losses.mean()`.
+            `(1 - interctc_weight) * ctc_loss + interctc_weight * sum_k w_k * intermediate_losses[k] / sum_k w_k`
+            over the intermediate layers that ran (w: `config.interctc_weights`), plus `sandwich_weight *
+            sub_network_losses.mean()` and `distillation_weight * distillation_loss` when those are on.
         logits (`torch.FloatTensor` of shape `(batch, frames, vocab_size)`): CTC logits of the last layer that ran;
             frames beyond `output_lengths` (padding) are certain blanks, so greedy decoding reads nothing there.
         output_lengths (`torch.LongTensor` of shape `(batch,)`): valid output frames per utterance.
@@ -82,6 +87,12 @@ class PrunableCTCOutput(ModelOutput):
             (1-based) layer each utterance stopped at; its logits equal those of `num_layers=exit_depth`.
         exit_confidences (`torch.FloatTensor` of shape `(batch,)`, *optional*, with `early_exit_threshold`): each
             utterance's confidence at its exit layer (mean max posterior over non-blank frames).
+        sub_network_depths (`torch.LongTensor` of shape `(num_sub_networks,)`, *optional*, in training with labels
+            and `depth_sampling="sandwich"`): the depths sampled for this step, in increasing order.
+        sub_network_losses (`torch.FloatTensor` of shape `(num_sub_networks,)`, *optional*): CTC loss of each
+            sampled sub-network, in the order of `sub_network_depths`.
+        distillation_loss (`torch.FloatTensor` of shape `()`, *optional*, with labels and `distillation_weight >
+            0`): the self-distillation term before `distillation_weight` (see `PrunableCTCConfig`).
     """
 
     loss: Optional[torch.FloatTensor] = None
@@ -95,6 +106,9 @@ class PrunableCTCOutput(ModelOutput):
     intermediate_losses: Optional[torch.FloatTensor] = None
     exit_depths: Optional[torch.LongTensor] = None
     exit_confidences: Optional[torch.FloatTensor] = None
+    sub_network_depths: Optional[torch.LongTensor] = None
+    sub_network_losses: Optional[torch.FloatTensor] = None
+    distillation_loss: Optional[torch.FloatTensor] = None
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -174,21 +188,32 @@ class ConvSubsampling(nn.Module):
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
         self.two_dimensional = config.subsampling_type == "conv2d"
-        num_convs = int(math.log2(config.subsampling_factor))
         channels = config.subsampling_conv_channels
         conv = nn.Conv2d if self.two_dimensional else nn.Conv1d
         first_in = 1 if self.two_dimensional else config.num_mel_bins
+        if config.subsampling_type == "whisper":
+            # Whisper's conv1 / conv2: the first keeps the frame rate, so only the second halves it.
+            channels = config.hidden_size
+            self.strides = (1, 2)
+        else:
+            self.strides = (2,) * int(math.log2(config.subsampling_factor))
         self.convs = nn.ModuleList(
-            conv(first_in if i == 0 else channels, channels, kernel_size=3, stride=2, padding=1)
-            for i in range(num_convs)
+            conv(first_in if i == 0 else channels, channels, kernel_size=3, stride=stride, padding=1)
+            for i, stride in enumerate(self.strides)
         )
         out_features = channels
         if self.two_dimensional:
             freq = config.num_mel_bins
-            for _ in range(num_convs):
+            for _ in self.strides:
                 freq = (freq + 1) // 2
             out_features = channels * freq
-        self.projection = nn.Linear(out_features, config.hidden_size)
+        self.projection = (nn.Identity() if config.subsampling_type == "whisper"
+                           else nn.Linear(out_features, config.hidden_size))
+        self.hidden_size = config.hidden_size
+        # Absolute positions belong to the front end: every depth, early exit and the exported front-end graph
+        # then see the same embedded frames.
+        self.position_embeddings = (nn.Embedding(config.max_position_embeddings, config.hidden_size)
+                                    if config.position_embedding_type == "absolute" else None)
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor, num_convs: int) -> torch.Tensor:
@@ -201,21 +226,33 @@ class ConvSubsampling(nn.Module):
         if features.shape[1] == 0:
             # No frames at all (empty audio): convolutions cannot run on an empty axis; an empty output gives an
             # empty transcript.
-            return features.new_zeros(features.shape[0], 0, self.projection.out_features), torch.zeros_like(lengths)
+            return features.new_zeros(features.shape[0], 0, self.hidden_size), torch.zeros_like(lengths)
         hidden = features.transpose(1, 2)  # (batch, mel, frames)
         if self.two_dimensional:
             hidden = hidden.unsqueeze(1)  # (batch, 1, mel, frames)
-        for conv in self.convs:
+        for conv, stride in zip(self.convs, self.strides):
             # Zero padded frames before each convolution so a padded batch gives the same valid outputs as each
             # utterance alone (the convolution's own padding is zeros too).
             mask = lengths_to_mask(lengths, hidden.shape[-1]).to(hidden.dtype)
             hidden = hidden * (mask[:, None, None, :] if self.two_dimensional else mask[:, None, :])
             hidden = F.gelu(conv(hidden))
-            lengths = self.output_lengths(lengths, 1)
+            if stride == 2:
+                lengths = self.output_lengths(lengths, 1)
         if self.two_dimensional:
             batch, channels, freq, frames = hidden.shape
             hidden = hidden.reshape(batch, channels * freq, frames)
-        return self.projection(hidden.transpose(1, 2)), lengths
+        hidden = self.projection(hidden.transpose(1, 2))
+        if self.position_embeddings is not None:
+            frames, table = hidden.shape[1], self.position_embeddings.weight
+            if frames > table.shape[0]:
+                most = table.shape[0] * 2 ** self.strides.count(2)
+                raise ValueError(
+                    f"the input gives {frames} frames after subsampling, more than the {table.shape[0]} absolute "
+                    f"positions this model has ({most} feature frames at most); split long audio into chunks (the "
+                    "ASR pipeline's chunk_length_s)")
+            # Sliced to the input: a short clip costs what it lasts, with the positions a 30 s window gives it.
+            hidden = hidden + table[:frames]
+        return hidden, lengths
 
 
 class RotaryEmbedding(nn.Module):
@@ -231,9 +268,12 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.theta = config.rope_theta
+        self.enabled = config.position_embedding_type == "rotary"
 
     def forward(self, num_frames: int, dtype: torch.dtype, device: Optional[torch.device] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        if not self.enabled:
+            return None  # absolute positions, added by the front end
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
         inv_freq = 1.0 / (self.theta ** exponents)
         positions = torch.arange(num_frames, device=device, dtype=torch.float32)
@@ -288,8 +328,9 @@ class SelfAttention(nn.Module):
         batch, frames, width = hidden.shape
         qkv = self.qkv(hidden).view(batch, frames, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
-        cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        if rotary is not None:
+            cos, sin = rotary
+            query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
         attend = eager_attention_forward
         if not output_attentions:
             attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
@@ -551,11 +592,24 @@ class PrunableCTCPreTrainedModel(PreTrainedModel):
             config.pruning_schedule = {str(k): v for k, v in remap_schedule(
                 validate_schedule(config.pruning_schedule, config.num_hidden_layers), keep).items()} or None
         new_index = {old: new for new, old in enumerate(keep, start=1)}
-        # The last kept layer feeds the final CTC loss, so it leaves the intermediate list.
-        config.interctc_layers = [new_index[i] for i in config.interctc_layers if i in new_index and i != keep[-1]]
+        # The last kept layer feeds the final CTC loss, so it leaves the intermediate list; each remaining exit keeps
+        # its own weight.
+        remaining = [i for i in config.interctc_layers if i in new_index and i != keep[-1]]
+        if config.interctc_weights is not None:
+            weight_of = dict(zip(config.interctc_layers, config.interctc_weights))
+            config.interctc_weights = [weight_of[i] for i in remaining]
+            if not sum(config.interctc_weights) > 0:
+                # The exits left all weigh 0: their term is gone, as in a pass that runs only those exits.
+                config.interctc_weight = 0.0
+                config.interctc_weights = None
+        config.interctc_layers = [new_index[i] for i in remaining]
         if not config.interctc_layers:
             config.interctc_weight = 0.0
+            config.interctc_weights = None
             config.self_conditioning = False
+            if config.depth_sampling == "none":
+                # Without exits or sub-networks nothing is left to distil into.
+                config.distillation_weight = 0.0
         if not config.self_conditioning and hasattr(self.encoder, "conditioning_projection"):
             # A model built from the new config has no such layer: keeping it would leave unexpected tensors in
             # the checkpoint.
@@ -598,7 +652,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         check_finite(input_features)
         lengths = feature_lengths(input_features, attention_mask)
         # Features come as float32 from the feature extractor; a bf16/fp16 model needs them in its own dtype.
-        return input_features.to(self.subsampling.projection.weight.dtype), lengths
+        return input_features.to(self.final_norm.weight.dtype), lengths
 
     def layers_to_run(self, num_layers: Optional[int] = None, layers: Optional[Sequence[int]] = None) -> List[int]:
         """The (1-based) layers a forward pass with `num_layers=` or `layers=` runs; all of them by default."""
@@ -627,6 +681,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         output_attentions: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         ctc_head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        sub_network_depths: Sequence[int] = (),
     ) -> Union[PrunableCTCEncoderOutput, Tuple]:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features; cast to the
@@ -639,6 +694,10 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         return_dict (`bool`, *optional*): a `PrunableCTCEncoderOutput` (default: `config.return_dict`) or a tuple.
         ctc_head (`callable`, *optional*): maps a raw layer output to CTC logits; when given, intermediate logits
             are computed (and fed back when `config.self_conditioning`).
+        sub_network_depths (`list[int]`, *optional*): depths k (at most the number of layers this pass runs) whose
+            sub-networks, the first k of those layers without stochastic depth, also run on the same front-end
+            output (the sandwich rule, see `PrunableCTCConfig.depth_sampling`); their raw outputs come back in
+            `sub_network_hidden_states`.
         """
         config = self.config
         input_features, lengths = self.checked_inputs(input_features, attention_mask)
@@ -658,12 +717,55 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         if hidden.shape[1] == 0:
             run_layers = []  # nothing to encode: depthwise convolutions cannot run on an empty time axis
 
+        embedded = hidden
+        hidden, all_hidden, all_attentions, intermediate_logits, intermediate_layers = self.run_layers(
+            embedded, run_layers, key_mask, frame_mask, rotary, ctc_head, stochastic=self.training,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        sub_network_states = None
+        if sub_network_depths:
+            if max(sub_network_depths) > len(self.layers_to_run(num_layers, layers)) or min(sub_network_depths) < 1:
+                raise ValueError(f"sub_network_depths {list(sub_network_depths)} must lie in [1, the depth this "
+                                 "pass runs]")
+            # One pass up to the deepest sub-network, on the main pass's front-end output (same SpecAugment mask
+            # and dropout draw) but without stochastic depth; with self-conditioning its intermediate layers
+            # condition on their posteriors as in `forward(num_layers=k)`, and each depth's raw output is read
+            # before its own conditioning, as `forward(num_layers=k)` ends there.
+            _, states, _, _, _ = self.run_layers(
+                embedded, run_layers[:max(sub_network_depths)], key_mask, frame_mask, rotary,
+                ctc_head if config.self_conditioning else None, stochastic=False, output_hidden_states=True)
+            # Without frames no layer runs (see above): every sub-network's output is the empty front-end output.
+            sub_network_states = tuple(states[min(depth, len(states) - 1)] for depth in sub_network_depths)
+
+        output = PrunableCTCEncoderOutput(
+            last_hidden_state=self.final_norm(hidden),
+            output_lengths=lengths,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            intermediate_logits=tuple(intermediate_logits) if ctc_head is not None else None,
+            intermediate_layers=torch.tensor(intermediate_layers, dtype=torch.long, device=hidden.device)
+            if ctc_head is not None else None,
+            sub_network_hidden_states=sub_network_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def run_layers(self, hidden, run_layers, key_mask, frame_mask, rotary, ctc_head=None, stochastic=False,
+                   output_hidden_states=False, output_attentions=False):
+        """Run the (1-based) layers `run_layers` in order on the front-end output `hidden` (batch, frames, hidden).
+
+        With `stochastic`, each layer is skipped with its stochastic-depth probability; with `ctc_head`, the
+        intermediate-CTC layers other than the last one emit logits (fed back when `config.self_conditioning`).
+        Returns `(hidden, all_hidden, all_attentions, intermediate_logits, intermediate_layers)`: the last raw
+        output, the input and every raw layer output (a list, or None without `output_hidden_states`), the
+        attention probabilities (a list, or None without `output_attentions`), and the intermediate logits and
+        their layers (lists, empty without `ctc_head`).
+        """
+        config = self.config
         all_hidden = [hidden] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         intermediate_logits, intermediate_layers = [], []
         for position, index in enumerate(run_layers):
             layer = self.layers[index - 1]
-            skip = self.skip_probability(index) if self.training else 0.0
+            skip = self.skip_probability(index) if stochastic else 0.0
             hidden, weights = stochastic_depth(
                 hidden, partial(layer, hidden, key_mask, frame_mask, rotary, output_attentions), skip)
             if output_hidden_states:
@@ -677,17 +779,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
                 intermediate_layers.append(index)
                 if config.self_conditioning:
                     hidden = hidden + self.conditioning_projection(logits.softmax(dim=-1))
-
-        output = PrunableCTCEncoderOutput(
-            last_hidden_state=self.final_norm(hidden),
-            output_lengths=lengths,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None,
-            intermediate_logits=tuple(intermediate_logits) if ctc_head is not None else None,
-            intermediate_layers=torch.tensor(intermediate_layers, dtype=torch.long, device=hidden.device)
-            if ctc_head is not None else None,
-        )
-        return output if return_dict else output.to_tuple()
+        return hidden, all_hidden, all_attentions, intermediate_logits, intermediate_layers
 
 
 def check_finite(input_features: torch.Tensor) -> None:
@@ -714,6 +806,52 @@ def ctc_loss(logits, output_lengths, labels, blank, reduction, zero_infinity):
             reduction=reduction,
             zero_infinity=zero_infinity,
         )
+
+
+def weighted_intermediate_loss(intermediate_losses: torch.Tensor, layers: Sequence[int],
+                               config: PrunableCTCConfig) -> Optional[torch.Tensor]:
+    """`sum_k w_k * CTC_k / sum_k w_k` over the intermediate layers that ran (`layers`, 1-based, in the order of
+    `intermediate_losses`), w from `config.interctc_weights` (1 each when not given). A pass that runs only some
+    layers normalises over the exits it has, so its loss stays a weighted mean; None when those all weigh 0."""
+    weights = config.interctc_weights
+    if weights is None:
+        return intermediate_losses.mean()
+    weight_of = dict(zip(config.interctc_layers, weights))
+    w = torch.tensor([float(weight_of[i]) for i in layers], dtype=intermediate_losses.dtype,
+                     device=intermediate_losses.device)
+    if not float(w.sum()) > 0:
+        return None
+    return (w * intermediate_losses).sum() / w.sum()
+
+
+def sample_sandwich_depths(num_layers: int, num_random: int) -> List[int]:
+    """Sub-network depths for one sandwich step of a pass running `num_layers` layers, in increasing order: 1 and
+    `num_random` depths drawn uniformly without replacement (torch's generator, so `torch.manual_seed` makes runs
+    repeatable) from 2 .. num_layers - 1. Empty below 2 layers, where depth 1 is the full depth (the main pass)."""
+    if num_layers < 2:
+        return []
+    between = num_layers - 2
+    drawn = (torch.randperm(between)[:min(num_random, between)] + 2).tolist() if between else []
+    return [1] + sorted(drawn)
+
+
+def self_distillation_loss(teacher: torch.Tensor, students: Sequence[torch.Tensor], lengths: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
+    """`mean_s [sum over valid frames of KL(softmax(teacher / T) || softmax(student_s / T)) / valid frames] * T^2`.
+
+    `teacher` and each student are (batch, frames, vocab) logits; the teacher is detached here, so only the students
+    learn from it. Padded frames (beyond `lengths`) are left out: their logits are forced blanks on both sides and
+    would only dilute the average, and they are selected away rather than masked because the dtype's lowest value
+    divided by T < 1 overflows to -inf, and 0 * inf there would turn the loss into NaN. The T^2 factor keeps the
+    gradient's scale independent of T (Hinton et al.). Computed in float32, as the CTC loss is. 0 without valid
+    frames.
+    """
+    valid = lengths_to_mask(lengths, teacher.shape[1])
+    target = F.log_softmax(teacher.detach()[valid].float() / temperature, dim=-1)
+    frames = max(int(valid.sum()), 1)
+    terms = [F.kl_div(F.log_softmax(student[valid].float() / temperature, dim=-1), target, log_target=True,
+                      reduction="sum") / frames for student in students]
+    return torch.stack(terms).mean() * temperature ** 2
 
 
 class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
@@ -757,6 +895,11 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             then carries `exit_depths` and `exit_confidences`. Cannot be combined with `num_layers`/`layers` (prune
             the model first to exit within fewer layers), `labels`, hidden states, attentions or intermediate logits.
 
+        With `labels` the loss is that of `PrunableCTCOutput.loss`. Its sandwich term (training only, with
+        `depth_sampling="sandwich"`) costs one extra encoder pass up to the deepest sampled depth; its
+        self-distillation term (`distillation_weight > 0`) takes this pass's final logits as the teacher, so it
+        costs no extra pass, only the softmaxes of teacher and students.
+
         There is no `**kwargs`: a misspelt argument (`num_layer=4`) raises `TypeError` instead of silently running
         the full model. The `Trainer` passes only the batch's keys (`accepts_loss_kwargs` is False) and the ASR
         pipeline passes `input_features` and `attention_mask`.
@@ -768,6 +911,11 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
                                     layers, labels, output_hidden_states, output_attentions,
                                     output_intermediate_logits)
         need_intermediate = labels is not None or output_intermediate_logits or config.self_conditioning
+        # Sub-networks are a training objective: evaluation (and inference) measures the model as it will run.
+        sub_network_depths = []
+        if self.training and labels is not None and config.depth_sampling == "sandwich":
+            sub_network_depths = sample_sandwich_depths(len(self.model.layers_to_run(num_layers, layers)),
+                                                        config.sandwich_random_depths)
         encoded = self.model(
             input_features,
             attention_mask=attention_mask,
@@ -777,13 +925,14 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             output_attentions=output_attentions,
             return_dict=True,
             ctc_head=self.logits_from_hidden_state if need_intermediate and config.interctc_layers else None,
+            sub_network_depths=sub_network_depths,
         )
         lengths = encoded.output_lengths
         logits = blank_padded_frames(self.lm_head(encoded.last_hidden_state), lengths, config.pad_token_id)
         intermediate_logits = tuple(blank_padded_frames(x, lengths, config.pad_token_id)
                                     for x in encoded.intermediate_logits or ())
 
-        loss = final_loss = intermediate_losses = None
+        loss = final_loss = intermediate_losses = sub_network_losses = distillation_loss = None
         if labels is not None:
             if labels.max() >= config.vocab_size:
                 raise ValueError(f"labels hold ids >= vocab_size ({config.vocab_size})")
@@ -793,9 +942,24 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             loss = final_loss
             if intermediate_logits:
                 intermediate_losses = torch.stack([ctc_loss(x, *loss_args) for x in intermediate_logits])
-                if config.interctc_weight > 0:
+                # Weighted by the layers that ran: a pass over some layers (num_layers/layers) has fewer exits.
+                intermediate_term = weighted_intermediate_loss(
+                    intermediate_losses, encoded.intermediate_layers.tolist(), config)
+                if config.interctc_weight > 0 and intermediate_term is not None:
                     weight = config.interctc_weight
-                    loss = (1.0 - weight) * final_loss + weight * intermediate_losses.mean()
+                    loss = (1.0 - weight) * final_loss + weight * intermediate_term
+            # Each sub-network is read like an exit: shared final norm and head, padded frames blank.
+            sub_network_logits = tuple(
+                blank_padded_frames(self.logits_from_hidden_state(state), lengths, config.pad_token_id)
+                for state in encoded.sub_network_hidden_states or ())
+            if sub_network_logits:
+                sub_network_losses = torch.stack([ctc_loss(x, *loss_args) for x in sub_network_logits])
+                loss = loss + config.sandwich_weight * sub_network_losses.mean()
+            students = intermediate_logits + sub_network_logits
+            if config.distillation_weight > 0 and students:
+                distillation_loss = self_distillation_loss(logits, students, lengths,
+                                                           config.distillation_temperature)
+                loss = loss + config.distillation_weight * distillation_loss
 
         output = PrunableCTCOutput(
             loss=loss,
@@ -807,6 +971,10 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             intermediate_layers=encoded.intermediate_layers if output_intermediate_logits else None,
             ctc_loss=final_loss,
             intermediate_losses=intermediate_losses,
+            sub_network_depths=torch.tensor(sub_network_depths, dtype=torch.long, device=lengths.device)
+            if sub_network_depths else None,
+            sub_network_losses=sub_network_losses,
+            distillation_loss=distillation_loss,
         )
         return output if return_dict else output.to_tuple()
 
