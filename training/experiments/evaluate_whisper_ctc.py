@@ -7,7 +7,8 @@ greedy decoding, measured side by side.
 
 Sets: the Debian recordings (real human speech; see `hf_prunable_ctc.data.debian_recordings`) and the first
 `--max_utterances` of each synthetic test split of `--data_dir`. Every depth of the model's schedule (top layers)
-decodes greedily through the package's ASR pipeline, one utterance at a time. Latency: the same 10 s of LibriVox
+decodes greedily through the package's ASR pipeline, one utterance at a time, and Whisper itself greedily
+(Transformers `generate`) on the same sets. Latency: the same 10 s of LibriVox
 speech through the pipeline at every depth and through Whisper's `generate` (greedy, features included), all
 interleaved over `--rounds` rounds after one untimed call each; the fastest round is the figure (other load on a
 shared machine only adds time). Writes `whisper_ctc.json` and `whisper_ctc.md` (rendered from it) to --output_dir.
@@ -124,11 +125,10 @@ def main() -> None:
         wer[name] = {"utterances": len(recordings), "per_depth": per_depth,
                      "examples": [{"name": n, "reference": ref, **{d: transcripts[d][i] for d in transcripts}}
                                   for i, (n, _, ref) in enumerate(recordings[:5])]}
-        if name.startswith("real"):
-            predictions = [processor.batch_decode([ids], skip_special_tokens=True)[0] for ids in (
-                transformers_greedy(whisper, log_mel_features(processor.feature_extractor, [audio]), 200)[0]
-                for _, audio, _ in recordings)]
-            whisper_wer[name] = word_error_rates(references, predictions)["normalized"]
+        predictions = [processor.batch_decode([ids], skip_special_tokens=True)[0] for ids in (
+            transformers_greedy(whisper, log_mel_features(processor.feature_extractor, [audio]), 200)[0]
+            for _, audio, _ in recordings)]
+        whisper_wer[name] = word_error_rates(references, predictions)["normalized"]
         print(name, {d: round(100 * v, 1) for d, v in per_depth.items()}, whisper_wer.get(name), flush=True)
 
     samples = {name: audio for name, audio, _ in real}
