@@ -21,14 +21,11 @@ WHISPER_ACTIVATIONS = ("gelu",)  # exact (erf) GELU, as `TransformerLayer` uses
 
 
 def whisper_encoder_of(whisper):
-    """The `WhisperEncoder` of a `WhisperForConditionalGeneration`, `WhisperModel` or `WhisperEncoder`."""
-    for get in (lambda m: m.get_encoder(), lambda m: m.model.encoder, lambda m: m.encoder, lambda m: m):
-        try:
-            encoder = get(whisper)
-        except AttributeError:
-            continue
-        if type(encoder).__name__ == "WhisperEncoder":
-            return encoder
+    """The `WhisperEncoder` of a `WhisperForConditionalGeneration`, `WhisperModel` or `WhisperEncoder` (each
+    class's `get_encoder()`)."""
+    encoder = whisper.get_encoder() if hasattr(whisper, "get_encoder") else None
+    if type(encoder).__name__ == "WhisperEncoder":
+        return encoder
     raise TypeError(f"expected a Transformers Whisper model (WhisperForConditionalGeneration, WhisperModel or "
                     f"WhisperEncoder), got {type(whisper).__name__}")
 
@@ -50,8 +47,6 @@ def prunable_ctc_from_whisper(whisper, vocab_size: int, pad_token_id: int = 0,
         TypeError: `whisper` is not a Whisper model.
         ValueError: its activation is not exact GELU, or a setting is out of range.
     """
-    import torch
-
     from ..configuration_prunable_ctc import PrunableCTCConfig
     from ..modeling_prunable_ctc import PrunableCTCForCTC
 
@@ -73,7 +68,7 @@ def prunable_ctc_from_whisper(whisper, vocab_size: int, pad_token_id: int = 0,
     settings.update(config_overrides)
     model = PrunableCTCForCTC(PrunableCTCConfig(**settings))
     model.load_state_dict(encoder_state_dict(encoder, model), strict=True)
-    return model.to(torch.float32)
+    return model
 
 
 def encoder_state_dict(encoder, model) -> dict:
@@ -121,9 +116,9 @@ def whisper_feature_extractor(whisper_config, sampling_rate: int = 16000):
     """The package's feature extractor computing `whisper_config`'s log-mel features at the audio's own length."""
     from ..feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
 
-    return PrunableCTCFeatureExtractor(feature_size=whisper_config.num_mel_bins, num_mel_bins=whisper_config.num_mel_bins,
-                                       sampling_rate=sampling_rate, do_ceptral_normalize=False,
-                                       feature_type="whisper_log_mel")
+    bins = whisper_config.num_mel_bins
+    return PrunableCTCFeatureExtractor(feature_size=bins, num_mel_bins=bins, sampling_rate=sampling_rate,
+                                       do_ceptral_normalize=False, feature_type="whisper_log_mel")
 
 
 def convert_whisper_to_prunable_ctc(whisper_dir: str, tokenizer_dir: str, output_dir: str, **settings) -> dict:
@@ -131,7 +126,7 @@ def convert_whisper_to_prunable_ctc(whisper_dir: str, tokenizer_dir: str, output
     `Wav2Vec2CTCTokenizer`'s), and save the prunable model, its Whisper feature extractor and the tokenizer into
     `output_dir` (new, empty or written by this package). `settings`: those of `prunable_ctc_from_whisper`.
     Returns the output folder, the number of layers and parameters and the files written."""
-    from transformers import AutoTokenizer, Wav2Vec2Processor, WhisperConfig, WhisperForConditionalGeneration
+    from transformers import AutoTokenizer, Wav2Vec2Processor, WhisperForConditionalGeneration
 
     from ..hub.output_folder import write_output_folder
 
@@ -139,8 +134,7 @@ def convert_whisper_to_prunable_ctc(whisper_dir: str, tokenizer_dir: str, output
     whisper = WhisperForConditionalGeneration.from_pretrained(whisper_dir)
     model = prunable_ctc_from_whisper(whisper, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                       **settings)
-    processor = Wav2Vec2Processor(feature_extractor=whisper_feature_extractor(WhisperConfig.from_pretrained(whisper_dir)),
-                                  tokenizer=tokenizer)
+    processor = Wav2Vec2Processor(feature_extractor=whisper_feature_extractor(whisper.config), tokenizer=tokenizer)
 
     def fill(staging: str) -> None:
         model.save_pretrained(staging)

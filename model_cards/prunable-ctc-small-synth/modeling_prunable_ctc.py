@@ -701,7 +701,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         """
         config = self.config
         input_features, lengths = self.checked_inputs(input_features, attention_mask)
-        run_layers = self.layers_to_run(num_layers, layers)
+        requested_layers = run_layers = self.layers_to_run(num_layers, layers)
         if config.self_conditioning and ctc_head is None:
             raise ValueError("this encoder is self-conditioned on its CTC head: use PrunableCTCForCTC")
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -723,7 +723,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         sub_network_states = None
         if sub_network_depths:
-            if max(sub_network_depths) > len(self.layers_to_run(num_layers, layers)) or min(sub_network_depths) < 1:
+            if max(sub_network_depths) > len(requested_layers) or min(sub_network_depths) < 1:
                 raise ValueError(f"sub_network_depths {list(sub_network_depths)} must lie in [1, the depth this "
                                  "pass runs]")
             # One pass up to the deepest sub-network, on the main pass's front-end output (same SpecAugment mask
