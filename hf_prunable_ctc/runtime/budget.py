@@ -4,12 +4,13 @@
     depth = depth_for_budget(model, rtf=0.01, profile=profile)
     logits = model(features, attention_mask=mask, layers=model.pruning_schedule()[depth]).logits
 
-RTF (real-time factor) = seconds of compute per second of audio; smaller is faster. A profile is a dict
-``{"device": str, "threads": int, "torch": str, "audio_seconds": float, "batch_size": int, "rounds": int,
-"rtf": {depth: rtf}, "measured_rtf": {depth: rtf}, "adjusted": bool, "model": str}`` with integer depths (JSON keys
-are strings on disk and turned back into ints on load; "model" is the `model_fingerprint` timed). `rtf` never
-decreases with depth (a deeper depth runs more layers of the same cost); `measured_rtf` holds the timings before
-that was enforced, and `adjusted` says whether it changed them.
+RTF (real-time factor) = seconds of compute per second of audio; smaller is faster. The timing loop and the choice
+of depth are `depth_budget`'s, shared with the ONNX runtime; this module adds the PyTorch model and the cache. A
+profile is a dict ``{"device": str, "threads": int, "torch": str, "audio_seconds": float, "batch_size": int,
+"rounds": int, "rtf": {depth: rtf}, "measured_rtf": {depth: rtf}, "adjusted": bool, "model": str}`` with integer
+depths (JSON keys are strings on disk and turned back into ints on load; "model" is the `model_fingerprint` timed).
+`rtf` never decreases with depth (a deeper depth runs more layers of the same cost); `measured_rtf` holds the
+timings before that was enforced, and `adjusted` says whether it changed them.
 
 Profiles are cached one file per model, device and input size under ``latency_profiles/`` of the package's cache
 folder (`hf_prunable_ctc.cache_dir.user_cache_dir`: ``$HF_PRUNABLE_CTC_CACHE``, else
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ import torch
 
 from ..cache_dir import CACHE_ENV, user_cache_dir
 from ..json_files import write_json
+from .depth_budget import check_budget, check_timing_options, cpu_name, deepest_depth_within, measure_rtf
+from .depth_budget import monotone_rtf  # noqa: F401 (part of this module's API)
 
 PROFILE_FOLDER = "latency_profiles"
 
@@ -47,19 +49,7 @@ def device_key(device: torch.device | str | None = None, threads: int | None = N
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     threads = torch.get_num_threads() if threads is None else threads
-    return f"cpu:{_cpu_name()}|threads={threads}"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+    return f"cpu:{cpu_name()}|threads={threads}"
 
 
 def profile_latency(
@@ -75,10 +65,11 @@ def profile_latency(
 ) -> dict[str, Any]:
     """Measure the model's RTF at each depth of its pruning schedule on the model's current device.
 
-    Every depth is timed once per round, the depths interleaved (in alternating order), for `repeats` rounds after
-    `warmup` untimed rounds; a depth's RTF is its fastest round. When a deeper depth comes out more than `tolerance`
-    (a fraction) cheaper than a shallower one, all depths are timed for `repeats` more rounds, up to `retries` times;
-    an ordering still wrong after that is made monotone (see `monotone_rtf`) and the profile says so (``adjusted``).
+    Timed by `depth_budget.measure_rtf`: every depth once per round, the depths interleaved (in alternating order),
+    for `repeats` rounds after `warmup` untimed rounds; a depth's RTF is its fastest round. When a deeper depth comes
+    out more than `tolerance` (a fraction) cheaper than a shallower one, all depths are timed for `repeats` more
+    rounds, up to `retries` times; an ordering still wrong after that is made monotone (see `monotone_rtf`) and the
+    profile says so (``adjusted``).
 
     Args:
         model: a `PrunableCTCForCTC` (or `PrunableCTCModel`); run in eval mode under `torch.inference_mode`.
@@ -95,10 +86,7 @@ def profile_latency(
     Returns:
         The profile dict (see the module docstring); ``profile["rtf"][k]`` is seconds per audio second at depth k.
     """
-    if audio_seconds <= 0 or batch_size < 1 or repeats < 1 or warmup < 0 or retries < 0 or not 0 <= tolerance < 1:
-        raise ValueError("audio_seconds must be > 0, batch_size and repeats >= 1, warmup and retries >= 0, "
-                         f"tolerance in [0, 1); got {audio_seconds}, {batch_size}, {repeats}, {warmup}, {retries}, "
-                         f"{tolerance}")
+    check_timing_options(audio_seconds, repeats, warmup, retries, tolerance, batch_size=batch_size)
     device = next(model.parameters()).device
     path = profile_path(model, audio_seconds=audio_seconds, batch_size=batch_size, cache_dir=cache_dir)
     if not refresh:
@@ -110,46 +98,26 @@ def profile_latency(
     features = torch.randn(batch_size, frames, model.config.num_mel_bins, device=device)
     mask = torch.ones(batch_size, frames, dtype=torch.long, device=device)
     schedule = model.pruning_schedule()
+
+    def call(depth):
+        model(features, attention_mask=mask, layers=schedule[depth])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     was_training = model.training
     model.eval()
-    seconds = {depth: [] for depth in schedule}
     try:
         with torch.inference_mode():
-            for attempt in range(retries + 1):
-                for depth, times in _time_rounds(model, features, mask, schedule, repeats,
-                                                 warmup if attempt == 0 else 0).items():
-                    seconds[depth] += times
-                # The fastest round, not the median: on a shared machine other processes, interrupts and cache
-                # misses only ever add time, so the minimum is the estimate least moved by load, and more rounds
-                # can only bring it closer to the model's own cost. A median moves with any sustained load.
-                measured = {depth: min(times) / audio_seconds for depth, times in sorted(seconds.items())}
-                if not _out_of_order(measured, tolerance):
-                    break
+            timed = measure_rtf(call, schedule, audio_seconds, repeats=repeats, warmup=warmup, retries=retries,
+                                tolerance=tolerance)
     finally:
         model.train(was_training)
-    rtf = monotone_rtf(measured)
     profile = {"device": device_key(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "audio_seconds": audio_seconds, "batch_size": batch_size, "rounds": len(seconds[min(seconds)]),
-               "rtf": rtf, "measured_rtf": measured, "adjusted": rtf != measured,
+               "audio_seconds": audio_seconds, "batch_size": batch_size, "rounds": timed["rounds"],
+               "rtf": timed["rtf"], "measured_rtf": timed["measured_rtf"], "adjusted": timed["adjusted"],
                "model": model_fingerprint(model)}
     _write_profile(path, profile)
     return profile
-
-
-def monotone_rtf(measured: dict[int, float]) -> dict[int, float]:
-    """`measured` with each depth's RTF lowered to the cheapest RTF of any depth at least as deep.
-
-    A deeper depth runs more layers of the same cost, so its true RTF is at least that of every shallower depth;
-    and as each timing is the fastest of several rounds, which load can only slow down, every measurement is an
-    upper bound on its depth's cost. So when depth 8 times at 0.019 but depth 1 at 0.055, depth 1 costs at most
-    0.019: lowering the shallower depths keeps every value an upper bound (a depth it selects still meets the
-    budget), where raising the deeper ones to the slow outlier would turn the deepest depths away for nothing.
-    """
-    rtf, cheapest = {}, float("inf")
-    for depth in sorted(measured, reverse=True):
-        cheapest = min(cheapest, measured[depth])
-        rtf[depth] = cheapest
-    return dict(sorted(rtf.items()))
 
 
 def model_fingerprint(model) -> str:
@@ -181,40 +149,6 @@ def profile_path(model, audio_seconds: float = 10.0, batch_size: int = 1,
     return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def _time_rounds(model, features, mask, schedule, rounds: int, warmup: int) -> dict[int, list[float]]:
-    """Seconds per call at each depth, one call per depth per round, after `warmup` untimed rounds."""
-    device = features.device
-
-    def call(depth):
-        model(features, attention_mask=mask, layers=schedule[depth])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    depths = sorted(schedule)
-    for _ in range(warmup):
-        for depth in depths:
-            call(depth)
-    times = {depth: [] for depth in depths}
-    for round_index in range(rounds):
-        # Depths interleaved, not timed one after the other, so a burst of load hits every depth alike instead of
-        # whichever depth was being timed; alternating the order also evens out a slow drift.
-        for depth in depths if round_index % 2 == 0 else depths[::-1]:
-            start = time.perf_counter()
-            call(depth)
-            times[depth].append(time.perf_counter() - start)
-    return times
-
-
-def _out_of_order(rtf: dict[int, float], tolerance: float) -> bool:
-    """Whether some depth times more than `tolerance` (a fraction) cheaper than a shallower one."""
-    slowest = 0.0
-    for depth in sorted(rtf):
-        if rtf[depth] < slowest * (1 - tolerance):
-            return True
-        slowest = max(slowest, rtf[depth])
-    return False
-
-
 def depth_for_budget(model, rtf: float, profile: dict[str, Any] | None = None) -> int:
     """The deepest depth of the model's pruning schedule whose profiled RTF is at most `rtf`.
 
@@ -227,21 +161,10 @@ def depth_for_budget(model, rtf: float, profile: dict[str, Any] | None = None) -
         ValueError: `rtf` is not positive, the profile lacks a depth of the schedule, or even the cheapest depth
             exceeds the budget (the message names that depth and its RTF).
     """
-    if not rtf > 0:
-        raise ValueError(f"rtf budget must be > 0 seconds per audio second, got {rtf}")
+    check_budget(rtf)  # before measuring a profile for a budget that no profile could meet
     profile = profile_latency(model) if profile is None else profile
-    measured = {int(depth): float(value) for depth, value in profile["rtf"].items()}
-    depths = sorted(model.pruning_schedule())
-    missing = [d for d in depths if d not in measured]
-    if missing:
-        raise ValueError(f"the latency profile has no timing for depths {missing}: profile the model again "
-                         "(profile_latency(model, refresh=True))")
-    fitting = [d for d in depths if measured[d] <= rtf]
-    if not fitting:
-        cheapest = min(depths, key=lambda d: measured[d])
-        raise ValueError(f"no depth meets RTF {rtf:g}: the cheapest, {cheapest} layer(s), takes "
-                         f"{measured[cheapest]:.3g} s per audio second on {profile.get('device', 'this device')}")
-    return max(fitting)
+    return deepest_depth_within(rtf, profile, model.pruning_schedule(),
+                                remeasure="profile the model again (profile_latency(model, refresh=True))")
 
 
 def _read_profile(path: Path) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@
     asr.transcribe("speech.flac")                            # {"text": ..., "depth": 8}
     asr.transcribe(samples, sampling_rate=8000, num_layers=4)
     asr.transcribe([a, b], early_exit_threshold=0.9)         # a list in, a list out; "depth": where each stopped
+    asr.transcribe("speech.flac", rtf_budget=0.01)           # the deepest depth within 0.01 s per audio second
 
 Imports numpy, onnxruntime, soundfile and soxr only (and soxr only for audio at another rate): what a device
 installs. The front end computes the package's feature extractor's Kaldi fbank and utterance CMVN (or, for
@@ -13,6 +14,12 @@ Whisper-initialised models, Whisper's log-mel) in numpy from the window and mel 
 (``front_end.npz``); the graphs run in sequence, front end, the layers
 asked for, head, so one folder serves every depth; decoding is the package's `CTCTextDecoder`, read from the
 tokenizer's files. Logits, and so transcripts, equal PyTorch's at every depth and with early exit.
+
+`rtf_budget` runs the deepest depth of the folder's pruning schedule whose real-time factor (seconds of compute per
+audio second) is within it, from the instance's `latency_profile`: given to the constructor, or measured by
+`profile_latency` through these graphs on this machine at the first `rtf_budget` call. The timing and the choice are
+`depth_budget`'s, as for a PyTorch model (`budget.profile_latency`); the profile is kept on the instance only, not
+cached on disk.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import numpy as np
 
 from ..data.audio import AudioSource, load_audio
 from .ctc_text import CTCTextDecoder
+from .depth_budget import check_budget, check_timing_options, cpu_name, deepest_depth_within, measure_rtf
 
 # The feature extractor's framing (feature_extraction_prunable_ctc.py, Kaldi's defaults).
 WIN_LENGTH, HOP_LENGTH, FFT_LENGTH = 400, 160, 512
@@ -142,12 +150,17 @@ class OnnxPrunableCTC:
         folder: written by `export_onnx(model_dir, folder)` (``runtime.json``, the graphs, the tokenizer and
             feature-extractor files).
         threads: ONNX Runtime intra-op threads (default: its own choice).
+        latency_profile: a profile as `profile_latency` returns it (at least ``{"rtf": {depth: rtf}}``, depths as
+            ints or strings) for `rtf_budget` calls; measured on first use if None.
     """
 
-    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None,
+                 latency_profile: dict[str, Any] | None = None):
         import onnxruntime
 
         self.folder = Path(folder)
+        self.threads = threads
+        self.latency_profile = latency_profile
         runtime_file = self.folder / "runtime.json"
         if not runtime_file.is_file():
             raise ValueError(f"{self.folder} is not an every-depth ONNX export (no runtime.json): write one with "
@@ -253,20 +266,74 @@ class OnnxPrunableCTC:
                 hidden = self._condition(hidden)
         return logits, lengths, depths
 
+    # --- depth by compute budget -------------------------------------------------------------------------------
+
+    def profile_latency(self, audio_seconds: float = 10.0, repeats: int = 5, warmup: int = 1, retries: int = 2,
+                        tolerance: float = 0.1) -> dict[str, Any]:
+        """Measure the RTF of each depth of the pruning schedule through these graphs, and keep the profile as
+        `self.latency_profile`.
+
+        One call is `logits` on one utterance of `audio_seconds` of random 100-frames-per-second features (the
+        graphs' cost is not data dependent; the numpy front end's cost does not depend on the depth and is left
+        out), timed by `depth_budget.measure_rtf`: the depths interleaved, `repeats` rounds after `warmup` untimed
+        ones, a depth's RTF its fastest round, up to `retries` more sets of rounds while a deeper depth times more
+        than `tolerance` (a fraction) cheaper than a shallower one, then made monotone.
+
+        Returns:
+            ``{"device": str, "threads": int | None, "onnxruntime": str, "audio_seconds": float, "batch_size": 1,
+            "rounds": int, "rtf": {depth: rtf}, "measured_rtf": {depth: rtf}, "adjusted": bool}``, as
+            `budget.profile_latency` returns for a PyTorch model; ``rtf[k]`` is seconds per audio second at depth k.
+        """
+        import onnxruntime
+
+        check_timing_options(audio_seconds, repeats, warmup, retries, tolerance)
+        frames = int(round(audio_seconds * 100))  # 10 ms hop
+        features = np.random.default_rng(0).standard_normal(
+            (1, frames, self.front_end.mel_filters.shape[1])).astype(np.float32)
+        mask = np.ones((1, frames), dtype=np.int32)
+        timed = measure_rtf(lambda depth: self.logits(features, mask, layers=self.pruning_schedule[depth]),
+                            self.pruning_schedule, audio_seconds, repeats=repeats, warmup=warmup, retries=retries,
+                            tolerance=tolerance)
+        threads = "default" if self.threads is None else self.threads
+        self.latency_profile = {"device": f"onnxruntime-cpu:{cpu_name()}|threads={threads}", "threads": self.threads,
+                                "onnxruntime": onnxruntime.__version__, "audio_seconds": audio_seconds,
+                                "batch_size": 1, **timed}
+        return self.latency_profile
+
+    def depth_for_budget(self, rtf: float) -> int:
+        """The deepest depth of the pruning schedule whose RTF in `self.latency_profile` (measured now by
+        `profile_latency` if there is none) is at most `rtf`; `ValueError` naming the cheapest depth if none is."""
+        check_budget(rtf)  # before measuring a profile for a budget that no profile could meet
+        if self.latency_profile is None:
+            self.profile_latency()
+        return deepest_depth_within(rtf, self.latency_profile, self.pruning_schedule,
+                                    remeasure="measure it again (profile_latency())")
+
     # --- audio in, text out ------------------------------------------------------------------------------------
 
     def transcribe(self, audio: AudioSource | np.ndarray | list, sampling_rate: int | None = None,
                    num_layers: int | None = None, layers: Sequence[int] | None = None,
-                   early_exit_threshold: float | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+                   early_exit_threshold: float | None = None, rtf_budget: float | None = None
+                   ) -> dict[str, Any] | list[dict[str, Any]]:
         """``{"text": str, "depth": int}`` for one recording, a list of them for a list (run as one batch).
 
         Args:
             audio: a path, encoded bytes, a dict as `load_audio` takes, or samples (1-D, or 2-D with channels on
                 the shorter axis) at `sampling_rate`; or a list of those.
             sampling_rate: rate of sample arrays (default: the model's, 16 kHz); other rates are resampled.
-            num_layers, layers, early_exit_threshold: the depth, as in `PrunableCTCForCTC.forward` (at most one);
-                "depth" in the result is the number of layers run (the exit layer with early exit).
+            num_layers, layers, early_exit_threshold: the depth, as in `PrunableCTCForCTC.forward`.
+            rtf_budget: seconds of compute per audio second (> 0): run the schedule's depth `depth_for_budget`
+                picks. At most one of num_layers, layers, early_exit_threshold and rtf_budget; "depth" in the
+                result is the number of layers run (the exit layer with early exit).
         """
+        given = sorted(name for name, value in (("num_layers", num_layers), ("layers", layers),
+                                                ("early_exit_threshold", early_exit_threshold),
+                                                ("rtf_budget", rtf_budget)) if value is not None)
+        if len(given) > 1:
+            raise ValueError(f"give at most one of num_layers, layers, rtf_budget, early_exit_threshold per call, "
+                             f"got {given}")
+        if rtf_budget is not None:
+            layers = self.pruning_schedule[self.depth_for_budget(rtf_budget)]
         single = not isinstance(audio, list)
         waveforms = [self._waveform(item, sampling_rate) for item in ([audio] if single else audio)]
         features, mask = self.front_end(waveforms)

@@ -49,8 +49,23 @@ class PrunableCTCTrainingArguments(TrainingArguments):
                 "output_dir, without its best-model record. Used only while output_dir has no checkpoint of its own "
                 "(later launches resume from those)."})
 
+    encoder_learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "Peak learning rate of the encoder (front end and layers), on the same schedule, while the final norm, "
+                "CTC head and self-conditioning projection take --learning_rate: fine-tuning a pretrained encoder "
+                "under a new head (hf-prunable-ctc from-whisper) moves the pretrained layers less than the new ones. "
+                "Default: --learning_rate for every parameter."})
+
+    freeze_layers: int = field(default=0, metadata={
+        "help": "Freeze the front end and the first N encoder layers (no gradient, no update; backward stops above "
+                "them): keeps a pretrained encoder's lower layers as pretrained. Exits at or below layer N then "
+                "train only through the shared final norm and head. 0: nothing frozen."})
+
     def __post_init__(self):
         super().__post_init__()
+        if self.encoder_learning_rate is not None and self.encoder_learning_rate < 0:
+            raise ValueError(f"--encoder_learning_rate must be >= 0, got {self.encoder_learning_rate}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"--freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.continue_from_checkpoint and self.resume_from_checkpoint:
             raise ValueError("give --continue_from_checkpoint (another run's checkpoint, copied) or "
                              "--resume_from_checkpoint (this run's), not both")
@@ -90,6 +105,26 @@ class PerDepthCTCTrainer(Trainer):
         self.ctc_tokenizer = tokenizer
         self.eval_depths = check_eval_depths(eval_depths or default_eval_depths(config), config.num_hidden_layers)
         self.compute_metrics = self.per_depth_metrics
+        freeze_lower_layers(self.model, getattr(self.args, "freeze_layers", 0))
+
+    def create_optimizer(self, model=None):
+        """The stock optimizer, with the encoder's parameters in groups of their own at `--encoder_learning_rate`
+        (the schedule scales every group's learning rate alike)."""
+        encoder_lr = getattr(self.args, "encoder_learning_rate", None)
+        if encoder_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = {}
+        for name, parameter in opt_model.named_parameters():
+            if parameter.requires_grad:
+                lr = self.args.learning_rate if is_head_parameter(name) else encoder_lr
+                weight_decay = self.args.weight_decay if name in decay else 0.0
+                groups.setdefault((lr, weight_decay), []).append(parameter)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls([{"params": params, "lr": lr, "weight_decay": weight_decay}
+                                        for (lr, weight_decay), params in groups.items()], **optimizer_kwargs)
+        return self.optimizer
 
     @contextlib.contextmanager
     def _evaluation_collator(self):
@@ -144,6 +179,28 @@ class PerDepthCTCTrainer(Trainer):
 
 
 AUGMENTATION_STATE = "augmentation_state-{rank}.json"
+
+
+HEAD_PARAMETERS = re.compile(r"^(lm_head|model\.final_norm|model\.conditioning_projection)\.")
+
+
+def is_head_parameter(name: str) -> bool:
+    """Whether `name` (of `PrunableCTCForCTC.named_parameters()`) belongs to the output side that a conversion
+    builds new (final norm, CTC head, self-conditioning projection) rather than to the encoder."""
+    return HEAD_PARAMETERS.match(name) is not None
+
+
+def freeze_lower_layers(model, num_layers: int) -> None:
+    """Freeze the front end and encoder layers 1..`num_layers` of a `PrunableCTCForCTC` (0: nothing)."""
+    if not num_layers:
+        return
+    encoder = getattr(model, "model", None)
+    if encoder is None or not hasattr(encoder, "subsampling") or not hasattr(encoder, "layers"):
+        raise ValueError(f"--freeze_layers works on PrunableCTCForCTC models, not {type(model).__name__}")
+    if num_layers > len(encoder.layers):
+        raise ValueError(f"--freeze_layers {num_layers}: the model has {len(encoder.layers)} layers")
+    for module in [encoder.subsampling, *encoder.layers[:num_layers]]:
+        module.requires_grad_(False)
 
 
 class AugmentationStateCallback(TrainerCallback):
