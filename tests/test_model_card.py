@@ -143,6 +143,26 @@ def test_card_shows_listening_conditions_when_measured(measured_model):
     assert "| 4 | 14.0 (1.0) | 17.0 (1.0) | 15.5 (1.0) | +3.0 | +1.5 |" in text
 
 
+def test_card_shows_the_whisper_comparison_when_measured(measured_model, tmp_path, monkeypatch):
+    assert "against Whisper" not in build_model_card(str(measured_model), **CARD).text
+    timing = lambda s: {"min_s": s, "median_s": s + 0.01, "all_s": [s, s + 0.01]}  # noqa: E731
+    (measured_model / "whisper_comparison.json").write_text(json.dumps({
+        "depths": [1, 2], "whisper_name": "Whisper tiny.en", "real_speech_source": "2 recordings of people",
+        "wer": {"real speech": {"utterances": 2, "per_depth": {"1": 0.5, "2": 0.25}}},
+        "whisper_wer": {"real speech": 0.125},
+        "latency_10s": {"audio_seconds": 10.0, "rounds": 3, "recordings": ["a"], "CTC 1 layers": timing(0.02),
+                        "CTC 2 layers": timing(0.04), "whisper_greedy": timing(0.6)},
+        "machine": {"threads": 2, "processor": "x86_64"}}))
+    text = build_model_card(str(measured_model), **CARD).text
+    assert "### Real speech, and against Whisper itself" in text and "2 recordings of people" in text
+    assert "| real speech | 2 | 50.0% | 25.0% | 12.5% |" in text
+    assert "| CTC 2 layers | 0.040 | 0.050 | 15.0x |" in text
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = publish(str(measured_model), str(tmp_path / "repo"), "someone/prunable-ctc-toy", CARD)
+    assert "whisper_comparison.json" in result["files"]
+    assert "| real speech | 2 | 50.0% | 25.0% | 12.5% |" in (tmp_path / "repo" / "README.md").read_text()
+
+
 def test_card_has_every_split_per_depth_in_table_and_model_index(measured_model, tmp_path):
     report = json.loads((measured_model / "depth_report.json").read_text())
     extra = dict(report, split="test_unseen_engine", rtf=None,

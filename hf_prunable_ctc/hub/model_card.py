@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..configuration_prunable_ctc import PrunableCTCConfig
+from ..evaluation.whisper_comparison import comparison_section
 from ..pruning import default_schedule
 
 # Package data, so that cards can be written from a regular (non-editable) install too.
@@ -284,6 +285,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
         + [result for e in extra for result in eval_results(e["rows"], dataset_name, dataset_type, e["split"])],
     )
     conditions_note, conditions_table = ("", "") if pruned else conditions_section(results_dir)
+    comparison = None if pruned else comparison_section(results_dir)
     plots = [] if pruned else [name for name in ("wer_vs_depth.png", "rtf_vs_depth.png", "svcca_heatmap.png")
                                if os.path.exists(os.path.join(results_dir, name))]
     return ModelCard.from_template(
@@ -294,7 +296,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
                                       + (" and on " + ", ".join(f"`{e['split']}`" for e in extra) if extra else "")
                                       + "."),
         depth_table=depth_table(results["rows"], results["hardware"], extra, results["split"]),
-        conditions_note=conditions_note, conditions_table=conditions_table,
+        conditions_note=conditions_note, conditions_table=conditions_table, comparison=comparison or "",
         plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
         repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule
                                                        else "none, so the first k layers"),

@@ -18,7 +18,7 @@ PROCESSOR_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.js
                    "preprocessor_config.json", "processor_config.json")
 # Measurements of the model in a folder: they travel with that model, never with a pruned copy of it.
 RESULT_FILES = ("depth_report.json", "depth_report.md", "per_depth_metrics.json", "wer_vs_depth.png",
-                "rtf_vs_depth.png", "svcca_heatmap.png", "conditions.json", "conditions.md")
+                "rtf_vs_depth.png", "svcca_heatmap.png", "conditions.json", "conditions.md", "whisper_comparison.json")
 # Further splits' reports (evaluate_depths.py --extra_splits): depth_report_<split>.json / .md.
 EXTRA_SPLIT_PREFIX = "depth_report_"
 SCHEDULES_FILE = "pruning_schedules.json"
@@ -86,9 +86,37 @@ def copy_companion_files(model_dir: str, target_dir: str) -> None:
             json.dump(schedules, f, indent=2)
 
 
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+def save_weights(model, folder: str, weights_dtype: str = "float32") -> None:
+    """`model.save_pretrained(folder)` with its weights stored as `weights_dtype`.
+
+    float16 halves the download; the saved config still says float32, so `from_pretrained` widens the weights on
+    load and the model computes in float32 as it was measured (float16 compute on CPU is slower and untested).
+    """
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, not {weights_dtype!r}")
+    if weights_dtype == "float32":
+        model.save_pretrained(folder)
+        return
+    import torch
+
+    model.to(torch.float16).save_pretrained(folder)
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["dtype"] = "float32"
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth: Optional[int] = None,
-                      strategy: Optional[str] = None) -> List[str]:
+                      strategy: Optional[str] = None, weights_dtype: str = "float32") -> List[str]:
     """Write everything a Hub repo for this model holds into `output_dir`; return the relative file names.
+
+    `weights_dtype="float16"` stores the weights in half precision (see `save_weights`).
 
     `output_dir` must be new, empty, or a folder this package wrote before (see `hub.output_folder`); anything
     else, or an `output_dir` that is or contains `model_dir`, raises `OutputFolderError` before anything is
@@ -104,7 +132,7 @@ def write_repo_folder(model_dir: str, output_dir: str, card_kwargs: dict, depth:
         model = PrunableCTCForCTC.from_pretrained(model_dir)
         if depth is not None:
             model.prune_to(depth, strategy=strategy)
-        model.save_pretrained(staging)
+        save_weights(model, staging, weights_dtype)
         copy_companion_files(model_dir, staging)
         card = build_model_card(staging, results_dir=model_dir, pruning_strategy=strategy, **card_kwargs)
         card.save(os.path.join(staging, "README.md"))
@@ -147,12 +175,13 @@ def upload(output_dir: str, repo_id: str, depth: Optional[int], private: bool, t
 
 def publish(model_dir: str, output_dir: str, repo_id: str, card_kwargs: dict, depth: Optional[int] = None,
             strategy: Optional[str] = None, dry_run: bool = False, private: bool = False,
-            token: Optional[str] = None) -> dict:
+            token: Optional[str] = None, weights_dtype: str = "float32") -> dict:
     """Write the repo folder and upload it to `repo_id`, or describe the upload when dry, offline or unreachable.
 
     Returns {"repo_id", "folder", "files": {name: bytes}, "uploaded": bool, "upload_error": str | None}.
     """
-    files = write_repo_folder(model_dir, output_dir, dict(card_kwargs, repo_id=repo_id), depth, strategy)
+    files = write_repo_folder(model_dir, output_dir, dict(card_kwargs, repo_id=repo_id), depth, strategy,
+                              weights_dtype)
     sizes = {name: os.path.getsize(os.path.join(output_dir, name)) for name in files}
     error = upload(output_dir, repo_id, depth, private, token) if not dry_run and can_upload(token) else None
     uploaded = not dry_run and can_upload(token) and error is None

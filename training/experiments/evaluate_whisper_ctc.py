@@ -11,7 +11,8 @@ decodes greedily through the package's ASR pipeline, one utterance at a time, an
 (Transformers `generate`) on the same sets. Latency: the same 10 s of LibriVox
 speech through the pipeline at every depth and through Whisper's `generate` (greedy, features included), all
 interleaved over `--rounds` rounds after one untimed call each; the fastest round is the figure (other load on a
-shared machine only adds time). Writes `whisper_ctc.json` and `whisper_ctc.md` (rendered from it) to --output_dir.
+shared machine only adds time). Writes `whisper_ctc.json` and `whisper_ctc.md` (rendered from it) to --output_dir,
+and the same JSON as `whisper_comparison.json` into the model folder, where the model card reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ SPLITS = ("test", "test_unseen_engine", "test_unseen_text")
 LATENCY_RECORDINGS = ("librivox/sense_and_sensibility_01_austen_64kb-0870",
                       "librivox/sense_and_sensibility_01_austen_64kb-0880")
 THREADS = 2
+REAL_SPEECH_SOURCE = ("recordings of human speakers from Debian's pocketsphinx-testdata (LibriVox readings of Sense "
+                      "and Sensibility, public domain; pocketsphinx test utterances, BSD-2) and alsa-utils (channel "
+                      "names, GPL-2), read from the installed packages, not copied")
 
 
 def split_recordings(data_dir: Path, split: str, limit: int):
@@ -39,45 +43,19 @@ def split_recordings(data_dir: Path, split: str, limit: int):
 
 
 def render(result: dict) -> str:
-    depths = result["depths"]
-    sets = list(result["wer"])
-    lines = [
-        "# Whisper tiny.en's encoder as a prunable CTC model",
-        "",
-        f"Rendered from `whisper_ctc.json`, written by `{result['command']}`.",
-        "",
+    from hf_prunable_ctc.evaluation.whisper_comparison import latency_note, latency_table, wer_table
+
+    return "\n".join([
+        "# Whisper tiny.en's encoder as a prunable CTC model", "",
+        f"Rendered from `whisper_ctc.json`, written by `{result['command']}`.", "",
         f"Model: `{result['model']}`, {result['training']}. Greedy CTC decoding through the package's pipeline, "
-        "one utterance at a time; WER after the package's `normalize_transcript` on both sides.",
-        "",
-        "| set | utterances | " + " | ".join(f"WER {d} layers" for d in depths) + " | Whisper tiny.en greedy |",
-        "| --- | ---: | " + " | ".join("---:" for _ in depths) + " | ---: |",
-    ]
-    for name in sets:
-        row = result["wer"][name]
-        whisper = result["whisper_wer"].get(name)
-        lines.append(f"| {name} | {row['utterances']} | "
-                     + " | ".join(f"{100 * row['per_depth'][str(d)]:.1f}%" for d in depths)
-                     + f" | {'' if whisper is None else f'{100 * whisper:.1f}%'} |")
-    latency = result["latency_10s"]
-    lines += [
-        "",
-        f"Latency for {latency['audio_seconds']:g} s of real read speech ({', '.join(latency['recordings'])}), "
-        f"features included, {result['machine']['threads']} CPU threads, fastest of {latency['rounds']} "
-        "interleaved rounds:",
-        "",
-        "| runtime | s per 10 s (fastest) | median | speed-up over Whisper greedy |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    whisper_s = latency["whisper_greedy"]["min_s"]
-    for name, timing in latency.items():
-        if not isinstance(timing, dict):
-            continue
-        lines.append(f"| {name} | {timing['min_s']:.3f} | {timing['median_s']:.3f} | "
-                     f"{whisper_s / timing['min_s']:.1f}x |")
-    lines += ["", "Real speech: Debian's pocketsphinx-testdata (BSD-2; LibriVox recordings are public domain) and "
-              "alsa-utils (GPL-2), read from the extracted packages, not copied here. Synthetic splits: "
-              f"`{result['data_dir']}` (synthetic speech from Debian's synthesisers).", ""]
-    return "\n".join(lines)
+        "one utterance at a time; WER after the package's `normalize_transcript` on both sides (Whisper's own "
+        "normaliser, which also writes numbers as digits, gives Whisper "
+        + ", ".join(f"{100 * v:.1f}% on {k}" for k, v in result["whisper_wer_whisper_normalizer"].items())
+        + ").", "",
+        wer_table(result), "", latency_note(result), "", latency_table(result), "",
+        f"Real speech: {result['real_speech_source']}. Synthetic splits: `{result['data_dir']}` (synthetic speech "
+        "from Debian's synthesisers).", ""])
 
 
 def main() -> None:
@@ -100,6 +78,7 @@ def main() -> None:
     from hf_prunable_ctc.conversion.whisper_agreement import (log_mel_features, timed, transformers_greedy,
                                                               word_error_rates)
     from hf_prunable_ctc.data.debian_recordings import debian_recordings
+    from hf_prunable_ctc.evaluation.whisper_comparison import COMPARISON_FILE
     from hf_prunable_ctc.json_files import write_json
     from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
 
@@ -114,7 +93,7 @@ def main() -> None:
     sets = {"real speech (Debian)": real}
     for split in SPLITS:
         sets[f"synthetic {split}"] = split_recordings(Path(args.data_dir), split, args.max_utterances)
-    wer, whisper_wer = {}, {}
+    wer, whisper_wer, whisper_wer_own = {}, {}, {}
     for name, recordings in sets.items():
         references = [text for _, _, text in recordings]
         per_depth, transcripts = {}, {}
@@ -128,7 +107,8 @@ def main() -> None:
         predictions = [processor.batch_decode([ids], skip_special_tokens=True)[0] for ids in (
             transformers_greedy(whisper, log_mel_features(processor.feature_extractor, [audio]), 200)[0]
             for _, audio, _ in recordings)]
-        whisper_wer[name] = word_error_rates(references, predictions)["normalized"]
+        scores = word_error_rates(references, predictions)
+        whisper_wer[name], whisper_wer_own[name] = scores["normalized"], scores["whisper_normalized"]
         print(name, {d: round(100 * v, 1) for d, v in per_depth.items()}, whisper_wer.get(name), flush=True)
 
     samples = {name: audio for name, audio, _ in real}
@@ -150,13 +130,17 @@ def main() -> None:
     command = ("python training/experiments/evaluate_whisper_ctc.py --model " + args.model + " --whisper "
                + args.whisper + f" --max_utterances {args.max_utterances} --debian_root {args.debian_root}")
     result = {"command": command, "model": args.model, "training": args.training, "data_dir": args.data_dir,
-              "depths": depths, "wer": wer, "whisper_wer": whisper_wer, "latency_10s": latency,
+              "depths": depths, "wer": wer, "whisper_wer": whisper_wer,
+              "whisper_wer_whisper_normalizer": whisper_wer_own, "latency_10s": latency,
+              "whisper_name": "Whisper " + Path(args.whisper).name.removeprefix("whisper-"),
+              "real_speech_source": f"{len(real)} {REAL_SPEECH_SOURCE}",
               "machine": {"threads": THREADS, "processor": platform.processor() or platform.machine(),
                           "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}}
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "whisper_ctc.json", result, indent=1)
     (output / "whisper_ctc.md").write_text(render(result))
+    write_json(Path(args.model) / COMPARISON_FILE, result, indent=1)  # the model card's comparison section
     print(render(result))
 
 
