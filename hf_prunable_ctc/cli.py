@@ -323,7 +323,7 @@ def publish(args) -> None:
     with open(args.card_info) as f:
         card_kwargs = json.load(f)
     result = publish_folder(args.model, args.output_dir, args.repo_id, card_kwargs, depth=args.depth,
-                            strategy=args.strategy, dry_run=args.dry_run)
+                            strategy=args.strategy, dry_run=args.dry_run, weights_dtype=args.weights_dtype)
     for name, size in result["files"].items():
         print(f"{size:>12,d}  {name}")
     print(outcome(result))
@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="publish a variant pruned to this depth, with its own card")
     p.add_argument("--strategy", choices=DATA_FREE_STRATEGIES, help=STRATEGY_HELP)
     p.add_argument("--dry_run", action="store_true", help="write and list the folder, do not upload")
+    p.add_argument("--weights_dtype", choices=("float32", "float16"), default="float32",
+                   help="storage of the weights (float16: half the size; the model still loads and computes in "
+                        "float32)")
     p.set_defaults(run=publish)
 
     p = commands.add_parser("convert-ct2-whisper", help="convert a CTranslate2 Whisper model (e.g. faster-whisper's) "
