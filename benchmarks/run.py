@@ -43,6 +43,9 @@ import numpy as np
 import torch
 import transformers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_sections, beside this script
+from readme_sections import restore_companion_sections  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODEL = ROOT / "model_cards" / "prunable-ctc-small-synth"
 CONFIGS = ROOT / "training" / "configs"
@@ -601,6 +604,7 @@ def write_markdown(results: dict, path: Path) -> None:
         if isinstance(value, dict) and "error" in value:
             lines += [f"## {name}: failed", "", "```", value["error"][-1500:], "```", ""]
     path.write_text("\n".join(lines))
+    restore_companion_sections(path)  # the tables int8.py and data_loading.py measure themselves
 
 
 def main(argv=None) -> dict:

@@ -25,6 +25,7 @@ _PUBLIC = {
     "make_prunable": "adapters",
     "PrunableStockCTC": "adapters",
     "save_pruned": "hub",
+    "PrunableCTCProcessorWithLM": "decoding.processor_with_lm",
 }
 
 __all__ = list(_PUBLIC)
@@ -53,6 +54,21 @@ def register_auto_classes() -> None:
     AutoModel.register(PrunableCTCConfig, PrunableCTCModel, exist_ok=True)
     AutoModelForCTC.register(PrunableCTCConfig, PrunableCTCForCTC, exist_ok=True)
     AutoFeatureExtractor.register(PrunableCTCConfig, PrunableCTCFeatureExtractor, exist_ok=True)
+    _register_processor_with_lm(PrunableCTCConfig)
+
+
+def _register_processor_with_lm(config_class) -> None:
+    """Let `AutoProcessor` find `PrunableCTCProcessorWithLM` by the name a folder with an LM stores, without remote
+    code. Only where pyctcdecode is installed: the processor needs it, and nothing else in the package does."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyctcdecode") is None:
+        return
+    from transformers import AutoProcessor
+
+    from .decoding.processor_with_lm import PrunableCTCProcessorWithLM
+
+    AutoProcessor.register(config_class, PrunableCTCProcessorWithLM, exist_ok=True)
 
 
 def __getattr__(name: str):

@@ -6,6 +6,7 @@ examples:
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth speech.flac --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.01 --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
+  hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --lm runs/lm/synth-6h-v2 --depth 4
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-all
   hf-prunable-ctc transcribe onnx-all data/demo/test --depth 4
@@ -28,6 +29,8 @@ DATA_FREE_STRATEGIES = ("top", "uniform", "every_other")
 STRATEGY_HELP = ("which layers a depth keeps: top (first k), uniform/every_other (evenly spaced); default: the "
                  "schedule stored in the model's config, else top. greedy and svcca need data: store their schedule "
                  "with training/evaluate_depths.py --store_schedule")
+# pyctcdecode's own default is 100; 32 keeps decoding a few milliseconds per second of audio on one thread.
+DEFAULT_BEAM_WIDTH = 32
 # What load_audio (libsndfile) decodes; other files in a folder (metadata.csv, README) are skipped.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 
@@ -177,13 +180,36 @@ def pipeline_transcriber(args):
     package's pipeline with the command's options, returning what the pipeline returns."""
     from .runtime.asr_pipeline import prunable_asr_pipeline
 
-    asr = prunable_asr_pipeline(model=resolve_model(args.model))
+    model = resolve_model(args.model)
+    asr = prunable_asr_pipeline(model=model, decoder=beam_decoder_from_args(model, args))
     options = {name: value for name, value in transcribe_options(asr.model, args).items() if value is not None}
     call = dict(options, batch_size=args.batch_size, chunk_length_s=args.chunk_length_s)
+    if asr.type == "ctc_with_lm":
+        if args.timestamps == "char":
+            raise CommandError("beam search gives word timestamps only: use --timestamps word")
+        call["decoder_kwargs"] = {"beam_width": args.beam_width or DEFAULT_BEAM_WIDTH}
+    elif args.beam_width is not None:
+        raise CommandError("--beam_width needs --lm (a KenLM file, or 'none' for beam search without an LM), or "
+                           "a model folder saved with an LM")
     if args.timestamps:
         call["return_timestamps"] = args.timestamps
     fixed_depth = len(options["layers"]) if "layers" in options else asr.model.config.num_hidden_layers
     return (lambda audio: asr(audio, **call)), fixed_depth, asr.feature_extractor.sampling_rate
+
+
+def beam_decoder_from_args(model: str, args):
+    """The pyctcdecode decoder `--lm` asks for, or None: then the pipeline decodes greedily, or with the LM saved
+    in the model folder (which `--lm none` replaces with beam search without an LM)."""
+    if args.lm is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from .decoding.beam_decoder import build_beam_decoder
+    from .decoding.ngram_lm import resolve_lm_file
+
+    lm_path = None if args.lm == "none" else resolve_lm_file(args.lm)
+    return build_beam_decoder(AutoTokenizer.from_pretrained(model), lm_path, alpha=args.lm_alpha,
+                              beta=args.lm_beta)
 
 
 def onnx_transcriber(args):
@@ -193,6 +219,8 @@ def onnx_transcriber(args):
     an error for that file rather than a transcript of another kind than the PyTorch folder gives."""
     if args.timestamps:
         raise CommandError("--timestamps need a PyTorch model folder: an ONNX folder gives text and depth only")
+    if args.lm is not None or args.beam_width is not None:
+        raise CommandError("--lm and --beam_width need a PyTorch model folder: an ONNX folder decodes greedily")
     try:
         from .runtime.onnx_runtime import OnnxPrunableCTC
     except ImportError as error:
@@ -292,7 +320,8 @@ def transcribe(args) -> int:
 def export(args) -> None:
     from .runtime.export import export_onnx
 
-    result = export_onnx(resolve_model(args.model), args.output_dir, depth=args.depth, quantize=args.quantize)
+    result = export_onnx(resolve_model(args.model), args.output_dir, depth=args.depth, quantize=args.quantize,
+                         calibration_data=args.calibration_data, calibration_utterances=args.calibration_utterances)
     difference = result["max_abs_diff"]
     print(f"wrote {result['path']} ({result['size_bytes']:,d} bytes, depth {result['depth'] or 'any'}, "
           f"{result['quantize'] or 'float32'}); max abs difference vs PyTorch: "
@@ -395,7 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "the transcripts are the same as one at a time (default 1)")
     p.add_argument("--timestamps", choices=["word", "char"], help='with --json: also print "chunks", each word or '
                    'character with its [start, end] in seconds')
+    p.add_argument("--lm", help="decode with pyctcdecode beam search and this KenLM n-gram LM (an .arpa or KenLM "
+                   "binary file, or a folder written by training/build_lm.py); 'none': beam search without an LM. "
+                   "Default: greedy, or the LM a model folder was saved with. Needs pyctcdecode and kenlm")
+    p.add_argument("--beam_width", type=int, help=f"beams kept by the beam search (default {DEFAULT_BEAM_WIDTH})")
+    p.add_argument("--lm_alpha", type=float, default=0.5, help="weight of the LM's log10 probability (default 0.5)")
+    p.add_argument("--lm_beta", type=float, default=1.0, help="score bonus per word (default 1.0)")
     p.set_defaults(run=transcribe)
+
+    from .runtime.quantization import CALIBRATION_UTTERANCES  # numpy and soundfile only: no torch at start-up
 
     p = commands.add_parser("export", help="export a model at a depth to ONNX (optionally int8), checked against "
                                            "PyTorch",
@@ -413,7 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="write one model.onnx with this many layers, by the model's pruning "
                    "schedule (default: one folder of graphs serving every depth and early exit, run by "
                    "hf_prunable_ctc.runtime.onnx_runtime.OnnxPrunableCTC without torch)")
-    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantisation of the weights")
+    p.add_argument("--quantize", choices=["int8", "int8-static"], help="int8: dynamic quantisation of the MatMul "
+                   "weights; int8-static: activation scales calibrated on --calibration_data as well, convolutions "
+                   "included (benchmarks/README.md compares them)")
+    p.add_argument("--calibration_data", help="for --quantize int8-static: an audio split of the model's corpus "
+                   "(training or validation), e.g. corpora/synth-6h-v2/validation (metadata.csv with file_name, or "
+                   "a folder of audio files)")
+    p.add_argument("--calibration_utterances", type=int, default=CALIBRATION_UTTERANCES,
+                   help=f"utterances of --calibration_data to calibrate on (default {CALIBRATION_UTTERANCES})")
     p.set_defaults(run=export)
 
     p = commands.add_parser("prune", help="prune a saved model to a depth and save the smaller one",

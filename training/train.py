@@ -10,6 +10,8 @@ per-depth evaluation) so the CLI, this script and the tests share it. Runs as is
     python training/train.py training/recipes/demo.json --max_steps 20   # a recipe, flags override it
     python training/train.py training/recipes/demo.json --feature_mode waveforms \
         --augmentation_config training/configs/augmentation/standard.json   # waveform augmentation (training only)
+    python training/train.py training/recipes/reference.json --feature_mode on_the_fly --feature_device model \
+        --dataloader_num_workers 8 --bf16   # on a GPU: workers pad waveforms, features are computed on the GPU
 """
 
 import json
@@ -144,6 +146,9 @@ def parse_arguments(argv: List[str]):
         parser.error("--augmentation_config needs the waveforms at training time, but --feature_mode cached stores "
                      "features computed once: use --feature_mode waveforms (decoded once, features per batch) or "
                      "on_the_fly")
+    if parsed[2].feature_device == "model" and data_args.feature_mode == "cached":
+        parser.error("--feature_device model computes the training features in each step, but --feature_mode cached "
+                     "stores them computed once: use --feature_mode on_the_fly or waveforms")
     return parser, parsed
 
 

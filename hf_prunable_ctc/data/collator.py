@@ -8,7 +8,9 @@ Examples carry either precomputed ``input_features`` (a "cached" split) or encod
 training-time `batch_transform` (long form: several utterances joined into one) and `waveform_transform`
 (per-utterance augmentation), and computes the batch's log-mel features with the model's feature extractor,
 called the standard Hugging Face way. This runs in the dataloader's worker processes
-(`--dataloader_num_workers`), so feature computation overlaps the GPU's step.
+(`--dataloader_num_workers`), so feature computation overlaps the GPU's step. With `return_waveforms` the workers
+stop before the features and return the padded waveforms, whose features `device_features.WaveformFeatures`
+computes on the model's device (`--feature_device model`): CPU workers alone cannot keep up with a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer
 
 from .audio import AudioDecodingError, load_audio
-from .features import num_feature_frames
+from .device_features import WAVEFORM_LENGTHS_KEY, WAVEFORMS_KEY
+from .features import HOP_LENGTH, WIN_LENGTH, num_feature_frames
 
 LABEL_PAD_ID = -100
 AUDIO_KEY = "audio"
@@ -50,7 +53,10 @@ class DataCollatorCTCWithPadding:
     Returns:
         ``{"input_features": (B, T_max, F) float32, "attention_mask": (B, T_max) int64 (1 = real frame),
         "labels": (B, U_max) int64 padded with -100}`` as torch tensors. With `pad_to_multiple_of`, ``T_max`` is
-        rounded up to a multiple of it; with `pad_to_multiple_of_labels`, so is ``U_max``.
+        rounded up to a multiple of it; with `pad_to_multiple_of_labels`, so is ``U_max``. With
+        `return_waveforms`, audio examples give ``{"waveforms": (B, N_max) float32 padded with 0,
+        "waveform_lengths": (B,) int64 samples, "labels"}`` instead, ``N_max`` long enough for the frames
+        `pad_to_multiple_of` asks for; examples with precomputed features still give features.
 
     Attributes:
         feature_extractor: pads features with its ``padding_value`` (0 = the mean after normalisation), and makes
@@ -64,6 +70,8 @@ class DataCollatorCTCWithPadding:
             waveforms and their ``"text"`` before `waveform_transform`; it may return fewer, longer utterances
             (long form, e.g. `WaveformAugmentation.join_batch`), whose labels are then tokenised from the returned
             transcripts. Needs examples with ``"text"`` (`speech_data.prepare_split` keeps it) and ``"labels"``.
+        return_waveforms: stop after decoding, transforms and the length check, and return the padded waveforms
+            for `device_features.WaveformFeatures` (`PerDepthCTCTrainer` sets it for ``--feature_device model``).
 
         Both transforms need audio examples: a batch of precomputed ``input_features`` with a transform set is an
         error rather than a silently unaugmented batch. `for_evaluation()` returns a copy without either, which
@@ -76,6 +84,7 @@ class DataCollatorCTCWithPadding:
     pad_to_multiple_of_labels: int | None = None
     waveform_transform: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
     batch_transform: Optional[Callable[[list[np.ndarray], list[str]], tuple[list[np.ndarray], list[str]]]] = None
+    return_waveforms: bool = False
     skipped: Counter = field(default_factory=Counter, compare=False)
 
     def for_evaluation(self) -> "DataCollatorCTCWithPadding":
@@ -143,6 +152,8 @@ class DataCollatorCTCWithPadding:
             # Rows read from Arrow are read-only views; torch warns on them and a transform may write in place.
             waveforms.append(samples if samples.flags.writeable else samples.copy())
             kept.append(example)
+        if self.return_waveforms and kept:
+            return self._pad_waveforms(waveforms), kept
         if waveforms:
             with np.errstate(divide="ignore", invalid="ignore"):  # non-finite rows are found and skipped below
                 features = self.feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", padding=True,
@@ -161,6 +172,18 @@ class DataCollatorCTCWithPadding:
             raise ValueError(f"none of the {len(examples)} utterances of this batch could be used "
                              f"(skipped so far: {dict(self.skipped)}); check the audio files")
         return {"input_features": values, "attention_mask": mask}, kept
+
+    def _pad_waveforms(self, waveforms):
+        lengths = [len(samples) for samples in waveforms]
+        frames = num_feature_frames(max(lengths))
+        if self.pad_to_multiple_of and frames % self.pad_to_multiple_of:
+            frames += self.pad_to_multiple_of - frames % self.pad_to_multiple_of
+        # The shortest waveform that gives `frames` frames; the longest utterance may already be longer.
+        width = max(max(lengths), WIN_LENGTH + (frames - 1) * HOP_LENGTH)
+        padded = np.zeros((len(waveforms), width), dtype=np.float32)
+        for i, samples in enumerate(waveforms):
+            padded[i, : len(samples)] = samples
+        return {WAVEFORMS_KEY: torch.from_numpy(padded), WAVEFORM_LENGTHS_KEY: torch.tensor(lengths, dtype=torch.long)}
 
     def _transform_batch(self, decoded):
         """Apply `batch_transform` to ``[(samples, example)]``; returns the same shape, with new examples

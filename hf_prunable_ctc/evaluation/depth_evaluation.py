@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..json_files import write_json
-from ..modeling_prunable_ctc import PrunableCTCForCTC
+from ..modeling_prunable_ctc import PrunableCTCForCTC, blank_padded_frames
 from .metrics import character_error_rate, compute_ctc_metrics, decode_ctc, word_error_rate
 
 
@@ -40,7 +40,7 @@ def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> 
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
-def per_depth_greedy_ids(
+def per_depth_logits(
     model: PrunableCTCForCTC,
     input_features: torch.Tensor,
     attention_mask: Optional[torch.Tensor],
@@ -48,11 +48,11 @@ def per_depth_greedy_ids(
     schedule: Dict[int, List[int]],
     labels: Optional[torch.Tensor] = None,
 ):
-    """Greedy CTC ids of each depth, and the full model's loss when `labels` are given.
+    """CTC logits of each depth, with padded frames blank, and the full model's output.
 
     Returns:
-        `(ids, loss)`: ids is a LongTensor (batch, frames, len(depths)) holding the argmax token of every output
-        frame, with the blank (pad id) on padded frames; loss is the full-depth training loss or None.
+        `(logits, full)`: logits is a list with one FloatTensor (batch, frames, vocab) per depth, in the order of
+        `depths`; full is the full-depth `PrunableCTCOutput` (its `output_lengths`, and its `loss` with `labels`).
     """
     device = model_device(model)
     input_features = input_features.to(device)
@@ -67,11 +67,30 @@ def per_depth_greedy_ids(
         if depth == num_layers and schedule[depth] == list(range(1, num_layers + 1)):
             logits = full.logits
         elif depth in top_depths:
-            logits = model.logits_from_hidden_state(full.hidden_states[depth])
+            logits = blank_padded_frames(model.logits_from_hidden_state(full.hidden_states[depth]),
+                                         full.output_lengths, model.config.pad_token_id)
         else:
             logits = model(input_features, attention_mask=attention_mask, layers=schedule[depth]).logits
-        columns.append(logits.argmax(dim=-1))
-    ids = torch.stack(columns, dim=-1)
+        columns.append(logits)
+    return columns, full
+
+
+def per_depth_greedy_ids(
+    model: PrunableCTCForCTC,
+    input_features: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    depths: Sequence[int],
+    schedule: Dict[int, List[int]],
+    labels: Optional[torch.Tensor] = None,
+):
+    """Greedy CTC ids of each depth, and the full model's loss when `labels` are given.
+
+    Returns:
+        `(ids, loss)`: ids is a LongTensor (batch, frames, len(depths)) holding the argmax token of every output
+        frame, with the blank (pad id) on padded frames; loss is the full-depth training loss or None.
+    """
+    columns, full = per_depth_logits(model, input_features, attention_mask, depths, schedule, labels)
+    ids = torch.stack([logits.argmax(dim=-1) for logits in columns], dim=-1)
     valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < full.output_lengths[:, None]
     ids = ids.masked_fill(~valid[..., None], model.config.pad_token_id)
     return ids, full.loss

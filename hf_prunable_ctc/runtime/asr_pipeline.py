@@ -9,11 +9,15 @@
     asr(audio, rtf_budget=0.01)             # deepest depth of the pruning schedule within 0.01 s per audio second
     asr(audio, early_exit_threshold=0.9)    # each chunk stops at its first confident intermediate-CTC layer
     asr(audio, chunk_length_s=20, num_layers=4)   # works with chunking
+    asr(audio, num_layers=4, decoder_kwargs={"beam_width": 32})   # a folder saved with an LM, or decoder=...
     asr("speech.flac"); asr({"raw": samples_8k, "sampling_rate": 8000})   # files, bytes, any rate: no ffmpeg
 
 Files, bytes and audio at other sampling rates are decoded and resampled by the package (libsndfile + soxr), so
 neither the `ffmpeg` binary nor torchaudio is needed; padded frames of a batch decode to nothing (the model's logits
 are certain blanks there), so `batch_size` never changes a transcript.
+
+With a pyctcdecode decoder (`decoder=`, or a folder saved by `PrunableCTCProcessorWithLM`) the pipeline decodes
+the chosen depth's logits with beam search and the n-gram LM, as the stock pipeline's "ctc_with_lm" does.
 
 `rtf_budget` uses `hf_prunable_ctc.runtime.budget.depth_for_budget` with the pipeline's `latency_profile` (measured
 with `profile_latency` on first use, and cached in the user's cache folder, see `runtime.budget`); the chosen
@@ -49,8 +53,9 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
     def __init__(self, *args, latency_profile: dict[str, Any] | None = None, **kwargs):
         self.latency_profile = latency_profile
         super().__init__(*args, **kwargs)
-        if self.type != "ctc" or not hasattr(self.model, "pruning_schedule"):
-            raise ValueError(f"PrunableASRPipeline needs a PrunableCTCForCTC model with a plain CTC decoder, got "
+        # "ctc_with_lm": a pyctcdecode decoder (given as `decoder=`, or found in a folder saved with an LM).
+        if self.type not in ("ctc", "ctc_with_lm") or not hasattr(self.model, "pruning_schedule"):
+            raise ValueError(f"PrunableASRPipeline needs a PrunableCTCForCTC model with a CTC decoder, got "
                              f"{type(self.model).__name__} (pipeline type {self.type!r}): use "
                              "transformers.pipeline for other models")
         # The same text as the tokenizer's decode, ~30x faster (see ctc_text): 0.9 ms of a 10-s call at any depth.
@@ -141,7 +146,11 @@ class PrunableASRPipeline(AutomaticSpeechRecognitionPipeline):
         is_last = model_inputs.pop("is_last")
         features = model_inputs.pop(self.model.main_input_name)
         outputs = self.model(features, attention_mask=attention_mask, **depth_options)
-        out = {"tokens": outputs.logits.argmax(dim=-1)}
+        # Beam search reads the logits in `postprocess`; greedy decoding needs only each frame's best token.
+        if self.type == "ctc_with_lm":
+            out = {"logits": outputs.logits}
+        else:
+            out = {"tokens": outputs.logits.argmax(dim=-1)}
         if outputs.exit_depths is not None:
             out["exit_depths"] = outputs.exit_depths
         if stride is not None:
@@ -169,15 +178,25 @@ def _rescale_stride(stride, ratio):
     return rescale_stride(stride, ratio)
 
 
-def prunable_asr_pipeline(model, latency_profile: dict[str, Any] | None = None, **pipeline_kwargs
+def prunable_asr_pipeline(model, latency_profile: dict[str, Any] | None = None, decoder=None, **pipeline_kwargs
                           ) -> PrunableASRPipeline:
     """`transformers.pipeline("automatic-speech-recognition", ...)` built as a `PrunableASRPipeline`.
 
     Args:
         model: a model folder, Hub id or loaded `PrunableCTCForCTC`.
         latency_profile: see `PrunableASRPipeline`.
+        decoder: a `pyctcdecode.BeamSearchDecoderCTC` (`decoding.beam_decoder.build_beam_decoder`): beam search,
+            with its LM if it has one, instead of greedy decoding or the LM a folder was saved with.
         pipeline_kwargs: passed to `transformers.pipeline` (tokenizer, feature_extractor, device, chunk_length_s,
             trust_remote_code, ...), which rejects unknown ones.
     """
+    if decoder is not None:
+        pipeline_kwargs["decoder"] = decoder
+        if isinstance(model, (str, os.PathLike)) and pipeline_kwargs.get("feature_extractor") is None:
+            # Transformers loads the decoder saved in a folder while it loads the folder's feature extractor, and
+            # that one replaces a `decoder=` given here; with the extractor loaded first, the one given is kept.
+            from transformers import AutoFeatureExtractor
+
+            pipeline_kwargs["feature_extractor"] = AutoFeatureExtractor.from_pretrained(model)
     return pipeline("automatic-speech-recognition", model=model, pipeline_class=PrunableASRPipeline,
                     latency_profile=latency_profile, **pipeline_kwargs)

@@ -1,8 +1,9 @@
-"""ONNX export, checked against PyTorch, with optional int8 dynamic quantisation: one folder for every depth, or one
-file for a fixed depth.
+"""ONNX export, checked against PyTorch, with optional int8 quantisation (dynamic, or static with activation scales
+calibrated on the model's own audio, see `quantization`): one folder for every depth, or one file for a fixed depth.
 
     export_onnx("model_dir", "out_dir")                  # every depth and early exit: runtime.onnx_runtime runs it
     result = export_onnx("model_dir", "out_dir", depth=4, quantize="int8")   # one file, 4 layers
+    export_onnx("model_dir", "out_dir", quantize="int8-static", calibration_data="corpora/synth-6h-v2/validation")
     print(result["max_abs_diff"])
 
 **Every depth** (no `depth`): the model is cut where depth on demand cuts it, into graphs run in sequence (as
@@ -33,7 +34,6 @@ Needs ``onnx``, ``onnxruntime`` and ``onnxscript`` (torch's ONNX exporter); none
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -43,8 +43,9 @@ import torch
 from torch import nn
 
 from ..hub.output_folder import write_output_folder
+from .quantization import CALIBRATION_UTTERANCES, quantize_int8
 
-QUANTIZE_CHOICES = (None, "int8")
+QUANTIZE_CHOICES = (None, "int8", "int8-static")
 INPUT_NAMES = ["input_features", "attention_mask"]
 OUTPUT_NAMES = ["logits", "output_lengths"]
 
@@ -73,6 +74,8 @@ def export_onnx(
     quantize: str | None = None,
     opset: int = 18,
     check: bool = True,
+    calibration_data: str | os.PathLike | None = None,
+    calibration_utterances: int = CALIBRATION_UTTERANCES,
 ) -> dict[str, Any]:
     """Export the model in `model_dir`, pruned to `depth` layers by its pruning schedule, to ONNX.
 
@@ -82,10 +85,18 @@ def export_onnx(
             is refused with `OutputFolderError` and nothing is touched.
         depth: layers to keep, in one ``model.onnx``; default: the folder of graphs that serves every depth (see
             the module docstring), checked against PyTorch at every depth of the pruning schedule.
-        quantize: ``None`` (float32) or ``"int8"`` (ONNX Runtime dynamic quantisation of MatMul weights; the
-            float model is kept as ``model_fp32.onnx`` next to it).
+        quantize: ``None`` (float32), ``"int8"`` (ONNX Runtime dynamic quantisation of MatMul weights) or
+            ``"int8-static"`` (activation scales calibrated on `calibration_data`, as `quantization.STATIC_SETTINGS`
+            says: the convolutions with fixed int8 scales, per-channel weights); for one depth the float model is
+            kept as ``model_fp32.onnx`` next to it.
         opset: ONNX opset.
         check: run ONNX Runtime and PyTorch on a padded batch of two utterances and report the difference.
+        calibration_data: for ``"int8-static"`` only, and needed there: an audio split of the model's own corpus
+            (training or validation, never test), an audiofolder split such as ``corpora/synth-6h-v2/validation``
+            or a folder of audio files.
+        calibration_utterances: utterances of `calibration_data` to calibrate on, spread evenly over it; each is
+            run alone (batch 1), through every depth of the folder, each graph on what the float graphs before it
+            produce.
 
     Returns:
         ``{"path": str, "depth": int | None, "quantize": str | None, "size_bytes": int, "max_abs_diff": float |
@@ -94,12 +105,19 @@ def export_onnx(
         largest over the schedule's depths for the folder).
 
     Raises:
-        ValueError: unknown `quantize`, or `depth` outside the model's depths.
+        ValueError: unknown `quantize`, `depth` outside the model's depths, ``"int8-static"`` without
+            `calibration_data` (or with one holding no audio), `calibration_data` with another `quantize`.
         OutputFolderError (a ValueError): `out_dir` holds files this package did not write, or is `model_dir`.
         ImportError: onnx/onnxruntime/onnxscript missing (the message names the pip command).
     """
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+    if quantize == "int8-static" and calibration_data is None:
+        raise ValueError("quantize='int8-static' calibrates activation scales on real audio: give calibration_data "
+                         "(--calibration_data DIR), a training or validation split of the model's corpus, e.g. "
+                         "corpora/synth-6h-v2/validation")
+    if quantize != "int8-static" and calibration_data is not None:
+        raise ValueError(f"calibration_data is used by quantize='int8-static' only, got quantize={quantize!r}")
     _require_onnx()
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
@@ -111,6 +129,11 @@ def export_onnx(
     out_dir = Path(out_dir)
     max_abs_diff = None
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    waveforms = None
+    if quantize == "int8-static":  # before anything is written: a bad folder is refused first
+        from .quantization import calibration_waveforms
+
+        waveforms = calibration_waveforms(calibration_data, calibration_utterances, extractor.sampling_rate)
 
     def fill(staging: str) -> None:
         nonlocal max_abs_diff
@@ -119,7 +142,7 @@ def export_onnx(
         extractor.save_pretrained(staging)
         batch = _example_batch(model.config.num_mel_bins, (257, 123), 1)
         if depth is None:
-            write_every_depth(model, extractor, staging, opset, quantize)
+            write_every_depth(model, extractor, staging, opset, quantize, waveforms)
             if check:
                 max_abs_diff = compare_folder_with_pytorch(staging, model, batch)
             return
@@ -127,6 +150,12 @@ def export_onnx(
         write_onnx(model, float_path, opset)
         if quantize == "int8":
             quantize_int8(float_path, staging / "model.onnx")
+        elif quantize == "int8-static":
+            from .quantization import quantize_static_int8
+
+            feeds = [dict(extractor(waveform, sampling_rate=extractor.sampling_rate, return_tensors="np"))
+                     for waveform in waveforms]
+            quantize_static_int8(float_path, staging / "model.onnx", feeds)
         if check:
             max_abs_diff = compare_with_pytorch(staging / "model.onnx", model, batch)
 
@@ -193,8 +222,10 @@ class _ConditioningGraph(nn.Module):
         return hidden + self.model.model.conditioning_projection(posteriors)
 
 
-def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, quantize: str | None) -> None:
-    """Write the graphs of the every-depth folder, ``runtime.json`` and the front end's tables into `folder`."""
+def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, quantize: str | None,
+                      calibration_waveforms: list | None = None) -> None:
+    """Write the graphs of the every-depth folder, ``runtime.json`` and the front end's tables into `folder`;
+    ``"int8-static"`` calibrates on `calibration_waveforms` (1-D float arrays at the extractor's rate)."""
     import numpy as np
 
     config = model.config
@@ -215,13 +246,7 @@ def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, qua
         graphs.append(("conditioning.onnx", _ConditioningGraph(model), (hidden,), ["hidden"], ["hidden_out"],
                        {"hidden": hidden_axes, "hidden_out": hidden_axes}))
     for name, module, example, inputs, outputs, axes in graphs:
-        path = folder / name
-        _trace_to_onnx(module.eval(), example, path, inputs, outputs, axes, opset)
-        if quantize == "int8":
-            float_path = path.with_name(path.stem + "_fp32.onnx")
-            os.replace(path, float_path)
-            quantize_int8(float_path, path)
-            float_path.unlink()
+        _trace_to_onnx(module.eval(), example, folder / name, inputs, outputs, axes, opset)
     tables = {"window": extractor.window.numpy(), "mel_filters": extractor.mel_filters.numpy()}
     if getattr(extractor, "feature_type", "kaldi_fbank") == "whisper_log_mel":
         tables.update(whisper_window=extractor.whisper_window.numpy(),
@@ -237,6 +262,25 @@ def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, qua
         "inputs_to_logits_ratio": config.inputs_to_logits_ratio,
     }
     (folder / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1) + "\n")
+    if quantize is not None:
+        quantize_folder(folder, [name for name, *_ in graphs], quantize, calibration_waveforms)
+
+
+def quantize_folder(folder: Path, graph_files: list[str], quantize: str, waveforms: list | None) -> None:
+    """Replace each float graph of a complete every-depth `folder` by its int8 version. Static calibration
+    records every graph's inputs through the float folder before any graph is replaced."""
+    from .quantization import every_depth_calibration_feeds, quantize_static_int8
+
+    feeds = every_depth_calibration_feeds(folder, waveforms) if quantize == "int8-static" else None
+    for name in graph_files:
+        path = folder / name
+        float_path = path.with_name(path.stem + "_fp32.onnx")
+        os.replace(path, float_path)
+        if feeds is None:
+            quantize_int8(float_path, path)
+        else:
+            quantize_static_int8(float_path, path, feeds[name])
+        float_path.unlink()
 
 
 def compare_folder_with_pytorch(folder: str | os.PathLike, model: nn.Module,
@@ -278,27 +322,6 @@ def _trace_to_onnx(module: nn.Module, example: tuple, path: Path, input_names: l
         warnings.simplefilter("ignore")  # TracerWarnings for exactly those checks
         torch.onnx.export(module, example, str(path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
-
-
-def quantize_int8(float_path: Path, int8_path: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantisation of the MatMul weights, without its advice on the terminal."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantiser advises pre-processing on every call with `logging.warning`, which also installs a stderr
-    # handler on the root logger when it has none (`basicConfig`): a placeholder handler and a raised level for the
-    # call keep the advice off the terminal and the user's logging set-up as it was.
-    root = logging.getLogger()
-    level, placeholder = root.level, logging.NullHandler()
-    root.addHandler(placeholder)
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(float_path), str(int8_path), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"])
-    finally:
-        root.removeHandler(placeholder)
-        root.setLevel(level)
 
 
 def compare_with_pytorch(onnx_path: str | os.PathLike, model: nn.Module,

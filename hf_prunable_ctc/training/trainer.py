@@ -10,9 +10,15 @@ Two data settings are fixed here rather than left to the user:
   measure it) because the model's `forward` does not name them. The collator picks the keys it needs.
 - evaluation uses the collator's `for_evaluation()` copy, so the training-time `waveform_transform` and
   `batch_transform` (augmentation and long form, `train.py --augmentation_config`) never touch evaluation audio.
+
+With `--feature_device model` the collator returns padded waveforms and every training and evaluation step first
+computes their features on the model's device (`data.device_features.WaveformFeatures`, float32 outside autocast);
+the model then applies SpecAugment there as usual. Nothing else changes: samplers, gradient accumulation, resuming
+and DDP see the same batches, with waveforms where features were.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -27,9 +33,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..evaluation.depth_evaluation import (check_eval_depths, default_eval_depths, per_depth_error_rates,
                                            per_depth_greedy_ids)
+from ..data.device_features import WAVEFORMS_KEY, WaveformFeatures
 from ..json_files import write_json
 
 logger = logging.getLogger(__name__)
+
+FEATURE_DEVICES = ("loader", "model")
 
 
 @dataclass
@@ -60,8 +69,18 @@ class PrunableCTCTrainingArguments(TrainingArguments):
                 "them): keeps a pretrained encoder's lower layers as pretrained. Exits at or below layer N then "
                 "train only through the shared final norm and head. 0: nothing frozen."})
 
+    feature_device: str = field(default="loader", metadata={
+        "help": "Where log-mel features of audio batches are computed: 'loader' (by the collator, in the dataloader "
+                "workers; right for CPU training) or 'model' (the workers decode, augment and pad waveforms only; "
+                "the features, then SpecAugment, are computed in each training and evaluation step on the model's "
+                "device, as one batched operation, so a GPU is not held up by CPU feature extraction). Applies to "
+                "splits of audio (train.py --feature_mode on_the_fly or waveforms); cached features stay as they are."})
+
     def __post_init__(self):
         super().__post_init__()
+        if self.feature_device not in FEATURE_DEVICES:
+            raise ValueError(f"--feature_device must be one of {', '.join(FEATURE_DEVICES)}, got "
+                             f"{self.feature_device!r}")
         if self.encoder_learning_rate is not None and self.encoder_learning_rate < 0:
             raise ValueError(f"--encoder_learning_rate must be >= 0, got {self.encoder_learning_rate}")
         if self.freeze_layers < 0:
@@ -85,6 +104,10 @@ class PerDepthCTCTrainer(Trainer):
         eval_depths: depths to evaluate; default every intermediate-CTC layer and the full depth.
     """
 
+    # Computes the features of waveform batches in each step; set by __init__ for --feature_device model (a class
+    # default, so subclasses with their own __init__ keep the loader's features).
+    waveform_features: Optional[WaveformFeatures] = None
+
     def __init__(self, *args, tokenizer, eval_depths: Optional[Sequence[int]] = None, **kwargs):
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if training_args is not None:
@@ -106,6 +129,25 @@ class PerDepthCTCTrainer(Trainer):
         self.eval_depths = check_eval_depths(eval_depths or default_eval_depths(config), config.num_hidden_layers)
         self.compute_metrics = self.per_depth_metrics
         freeze_lower_layers(self.model, getattr(self.args, "freeze_layers", 0))
+        if getattr(self.args, "feature_device", "loader") == "model":
+            collator = self.data_collator
+            if not hasattr(collator, "return_waveforms"):
+                raise ValueError("--feature_device model needs a DataCollatorCTCWithPadding (it returns the padded "
+                                 f"waveforms whose features the step computes), got {type(collator).__name__}")
+            # The same collator object's settings and skip counts, stopping before the features.
+            self.data_collator = dataclasses.replace(collator, return_waveforms=True)
+            self.waveform_features = WaveformFeatures(collator.feature_extractor)
+
+    def with_features(self, inputs: dict) -> dict:
+        """`inputs` (on the model's device) with waveforms replaced by their features and attention mask, when
+        `--feature_device model` made the collator return waveforms; otherwise `inputs` as they are."""
+        if self.waveform_features is None or WAVEFORMS_KEY not in inputs:
+            return inputs
+        return self.waveform_features.batch_inputs(inputs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, self.with_features(inputs), return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     def create_optimizer(self, model=None):
         """The stock optimizer, with the encoder's parameters in groups of their own at `--encoder_learning_rate`
@@ -153,7 +195,7 @@ class PerDepthCTCTrainer(Trainer):
             return super().get_test_dataloader(test_dataset)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
+        inputs = self.with_features(self._prepare_inputs(inputs))
         model = self.accelerator.unwrap_model(model)
         labels = inputs.get("labels")
         with torch.no_grad():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Augmentation ablation (issue 10 item 3): the reference recipe with and without augmentation, side by side.
+"""Augmentation ablation: the reference recipe with and without augmentation, side by side.
 
     python training/experiments/augmentation_ablation.py --augmented runs/reference-augmented \
         --plain runs/reference-v2 --output_dir results/augmentation_ablation
@@ -8,7 +8,7 @@ Each folder holds what `training/evaluate_depths.py --extra_splits ... --conditi
 that model: `depth_report.json` (the `--split`), `depth_report_<split>.json` per further split and
 `conditions.json`. Writes `results.json` and `README.md` to `--output_dir`: WER/CER per split and depth for both
 models (the `--strategy` layers, by default `top`, the stored schedule of the reference model), what augmentation
-changes, the WER points that silence and minute-long recordings add at each depth, and the issue's targets at full
+changes, the WER points that silence and minute-long recordings add at each depth, and the recipe's targets at full
 depth. Only numbers are read: nothing is retrained or re-evaluated.
 
 When the folders are the training runs' output folders, their `trainer_state.json` (or that of their last
@@ -30,7 +30,7 @@ from hf_prunable_ctc.training.trainer import last_complete_checkpoint
 
 REPORT = "depth_report.json"
 CONDITIONS = "conditions.json"
-# Issue 10's targets at full depth: WER on each split, and WER points a listening condition may add.
+# The augmented recipe's targets at full depth: WER on each split, and WER points a listening condition may add.
 WER_TARGETS = {"test": 20.0, "test_unseen_engine": 40.0, "test_unseen_text": 40.0}
 CONDITION_COST_TARGET = 2.0
 MODELS = ("augmented", "plain")
@@ -182,7 +182,7 @@ def markdown(result: dict, sources: dict, strategy: str) -> str:
             cells = [next((f"{w:.1f}" for s, w in points if s == step), "-") for points in result["curves"].values()]
             lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Issue 10's targets at full depth", "", "| target | augmented | plain |", "|---|---:|---:|"]
+    lines += ["## The augmented recipe's targets at full depth", "", "| target | augmented | plain |", "|---|---:|---:|"]
     targets = list(dict.fromkeys(t for name in MODELS for t in result["targets"].get(name, {})))
     for target in targets:
         cells = []
