@@ -1,4 +1,4 @@
-"""Sections of `benchmarks/README.md` that their own scripts measure and render (`int8.py`, `data_loading.py`).
+"""Sections of `benchmarks/README.md` that their own scripts measure and render (`COMPANIONS`).
 
 `run.py` rewrites the README from `results.json`; it then puts every such section back from that script's JSON,
 so no rerun of one benchmark drops another's table.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # script -> the JSON it writes beside it; each script has `update_readme(results, readme)`.
-COMPANIONS = {"data_loading.py": "data_loading.json", "int8.py": "int8.json"}
+COMPANIONS = {"data_loading.py": "data_loading.json", "int8.py": "int8.json",
+              "device_runtime.py": "device_runtime.json"}
 
 
 def replace_section(readme: Path, title: str, lines: list[str]) -> None:

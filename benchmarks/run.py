@@ -604,7 +604,7 @@ def write_markdown(results: dict, path: Path) -> None:
         if isinstance(value, dict) and "error" in value:
             lines += [f"## {name}: failed", "", "```", value["error"][-1500:], "```", ""]
     path.write_text("\n".join(lines))
-    restore_companion_sections(path)  # the tables int8.py and data_loading.py measure themselves
+    restore_companion_sections(path)  # the tables the companion benchmarks measure themselves
 
 
 def main(argv=None) -> dict:

@@ -1,7 +1,7 @@
 """hf-prunable-ctc: CTC speech recognition whose depth can be cut at run time, as a Transformers model.
 
-``import hf_prunable_ctc`` registers the model, its configuration and its feature extractor with the Auto classes
-(no remote code needed to load a checkpoint) and the data-driven pruning strategies ("greedy", "svcca"). Importing
+``import hf_prunable_ctc`` registers the model, its configuration, its feature extractor and its subword CTC
+tokenizer with the Auto classes (no remote code needed to load a checkpoint) and the data-driven pruning strategies ("greedy", "svcca"). Importing
 the package itself imports neither torch nor transformers: the public names below are loaded on first use
 (PEP 562), and the registration happens as soon as transformers is imported (at once if it already is). So
 ``hf-prunable-ctc --help`` answers in a fraction of a second, and a torch-free runtime can live in the package.
@@ -20,6 +20,7 @@ _PUBLIC = {
     "PrunableCTCEncoderOutput": "modeling_prunable_ctc",
     "PrunableCTCPreTrainedModel": "modeling_prunable_ctc",
     "PrunableCTCFeatureExtractor": "feature_extraction_prunable_ctc",
+    "SubwordCTCTokenizer": "tokenization_subword_ctc",
     "PRUNING_STRATEGIES": "pruning",
     "register_pruning_strategy": "pruning",
     "make_prunable": "adapters",
@@ -34,19 +35,21 @@ _registered = False
 
 
 def register_auto_classes() -> None:
-    """Register the configuration, model and feature extractor with the Auto classes, and the "greedy" and "svcca"
-    pruning strategies. Idempotent; runs by itself once transformers is imported after this package."""
+    """Register the configuration, model, feature extractor and subword tokenizer with the Auto classes, and the
+    "greedy" and "svcca" pruning strategies. Idempotent; runs by itself once transformers is imported after this
+    package."""
     global _registered
     if _registered:  # also when called again from within (importing transformers below runs the hook)
         return
     _registered = True
     try:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoTokenizer
 
         from .configuration_prunable_ctc import PrunableCTCConfig
         from .evaluation import pruning_search  # noqa: F401  (registers the "greedy" and "svcca" strategies)
         from .feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
         from .modeling_prunable_ctc import PrunableCTCForCTC, PrunableCTCModel
+        from .tokenization_subword_ctc import SubwordCTCTokenizer
     except BaseException:
         _registered = False
         raise
@@ -54,6 +57,9 @@ def register_auto_classes() -> None:
     AutoModel.register(PrunableCTCConfig, PrunableCTCModel, exist_ok=True)
     AutoModelForCTC.register(PrunableCTCConfig, PrunableCTCForCTC, exist_ok=True)
     AutoFeatureExtractor.register(PrunableCTCConfig, PrunableCTCFeatureExtractor, exist_ok=True)
+    # Lets a folder whose tokenizer_config.json names SubwordCTCTokenizer load without remote code; a folder that
+    # names another class (the character vocabulary's Wav2Vec2CTCTokenizer) still gets that class.
+    AutoTokenizer.register(PrunableCTCConfig, SubwordCTCTokenizer, exist_ok=True)
     _register_processor_with_lm(PrunableCTCConfig)
 
 

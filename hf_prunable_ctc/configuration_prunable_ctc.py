@@ -31,6 +31,18 @@ def check_stochastic_depth(rate, schedule, owner: str = "") -> None:
                          f"(got {schedule!r})")
 
 
+def check_attention_chunk(chunk_size, left_chunks, owner: str = "") -> None:
+    """Raise `ValueError` unless `chunk_size` is an integer >= 0 (0: full context) and `left_chunks` one >= -1 (-1:
+    every earlier chunk): the one rule for the config and for a forward call's overrides. `owner` prefixes the
+    field names in the message."""
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 0:
+        raise ValueError(f"{owner}chunk_size: must be an integer >= 0, in output frames (0: full context) "
+                         f"(got {chunk_size!r})")
+    if not isinstance(left_chunks, int) or isinstance(left_chunks, bool) or left_chunks < -1:
+        raise ValueError(f"{owner}left_chunks: must be an integer >= -1 (-1: every earlier chunk) "
+                         f"(got {left_chunks!r})")
+
+
 class PrunableCTCConfig(PretrainedConfig):
     r"""
     Configuration of [`PrunableCTCModel`] / [`PrunableCTCForCTC`]: a CTC speech encoder whose depth can be cut at
@@ -50,6 +62,23 @@ class PrunableCTCConfig(PretrainedConfig):
         encoder_type (`str`, defaults to `"conformer"`): `"transformer"` (pre-LayerNorm, the paper's model) or
             `"conformer"` (macaron feed-forward, self-attention, depthwise convolution).
         conv_kernel_size (`int`, defaults to 15): depthwise convolution kernel of conformer layers (odd).
+        causal_conv (`bool`, defaults to `False`): make the conformer's depthwise convolution causal (each frame
+            reads itself and the `conv_kernel_size - 1` frames before it) instead of centred, so that no layer looks
+            ahead of its chunk: needed to stream a conformer. Same weights either way.
+        chunk_size (`int`, defaults to 0): attention chunk, in output frames (after subsampling, i.e. `hop_length *
+            subsampling_factor` samples each): a frame attends to every frame of its own chunk and of the
+            `left_chunks` chunks before it, none after. 0 is full context (every frame attends to every frame).
+            Used by every forward pass unless the call gives `chunk_size`, or `dynamic_chunk_training` draws one.
+        left_chunks (`int`, defaults to -1): chunks of left context each chunk attends to with a chunked mask; -1 is
+            every chunk before it.
+        dynamic_chunk_training (`bool`, defaults to `False`): in training, draw the attention chunk per batch (WeNet's
+            U2): full context with probability `dynamic_chunk_full_context_probability`, else a chunk size drawn
+            uniformly from 1 .. `dynamic_chunk_max_size` output frames, with `left_chunks` of left context. One model
+            then serves full context and every streaming chunk size up to the largest.
+        dynamic_chunk_max_size (`int`, defaults to 25): largest chunk, in output frames, drawn in dynamic training
+            (25 frames of 40 ms: 1 s).
+        dynamic_chunk_full_context_probability (`float`, defaults to 0.5): probability of a full-context batch in
+            dynamic chunk training; in [0, 1].
         subsampling_type (`str`, defaults to `"conv1d"`): `"conv1d"` (stride-2 1-D convolutions over time with the
             mel bins as channels, cheap on CPU) or `"conv2d"` (ESPnet-style 2-D convolutions over time and
             frequency, about 25x slower at small model sizes on CPU) or `"whisper"` (Whisper's encoder front end: a
@@ -137,6 +166,12 @@ class PrunableCTCConfig(PretrainedConfig):
         intermediate_size=576,
         encoder_type="conformer",
         conv_kernel_size=15,
+        causal_conv=False,
+        chunk_size=0,
+        left_chunks=-1,
+        dynamic_chunk_training=False,
+        dynamic_chunk_max_size=25,
+        dynamic_chunk_full_context_probability=0.5,
         subsampling_type="conv1d",
         subsampling_factor=4,
         subsampling_conv_channels=256,
@@ -179,6 +214,12 @@ class PrunableCTCConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.encoder_type = encoder_type
         self.conv_kernel_size = conv_kernel_size
+        self.causal_conv = causal_conv
+        self.chunk_size = chunk_size
+        self.left_chunks = left_chunks
+        self.dynamic_chunk_training = dynamic_chunk_training
+        self.dynamic_chunk_max_size = dynamic_chunk_max_size
+        self.dynamic_chunk_full_context_probability = dynamic_chunk_full_context_probability
         self.subsampling_type = subsampling_type
         self.subsampling_factor = subsampling_factor
         self.subsampling_conv_channels = subsampling_conv_channels
@@ -263,6 +304,15 @@ class PrunableCTCConfig(PretrainedConfig):
             fail("subsampling_factor", "must be 2 with subsampling_type='whisper' (Whisper's front end halves time)")
         if not isinstance(self.conv_kernel_size, int) or self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
             fail("conv_kernel_size", "must be a positive odd integer")
+        check_attention_chunk(self.chunk_size, self.left_chunks, "PrunableCTCConfig.")
+        for field in ("causal_conv", "dynamic_chunk_training"):
+            if not isinstance(getattr(self, field), bool):
+                fail(field, "must be True or False")
+        value = self.dynamic_chunk_max_size
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            fail("dynamic_chunk_max_size", "must be a positive integer (output frames)")
+        if not 0.0 <= self.dynamic_chunk_full_context_probability <= 1.0:
+            fail("dynamic_chunk_full_context_probability", "must be in [0, 1]")
         if self.pad_token_id is None or not 0 <= self.pad_token_id < self.vocab_size:
             fail("pad_token_id", f"must be a token id in [0, {self.vocab_size}) (it is the CTC blank)")
         for field in ("hidden_dropout", "attention_dropout", "activation_dropout"):

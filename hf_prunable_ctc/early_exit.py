@@ -48,7 +48,7 @@ def check_threshold(threshold: float) -> float:
 
 
 def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                       threshold: float):
+                       threshold: float, chunk_size: Optional[int] = None, left_chunks: Optional[int] = None):
     """Run `model` (a `PrunableCTCForCTC` in eval mode) with early exit; see the module docstring.
 
     Args:
@@ -56,6 +56,7 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
         attention_mask: (batch, frames), 1 on valid frames, or None.
         threshold: exit once `max_posterior_confidence >= threshold`; 0 exits at the first exit layer, a value
             above 1 never exits before the last layer.
+        chunk_size, left_chunks: attention chunk and left context, as `PrunableCTCModel.forward` takes them.
 
     Returns:
         (logits, output_lengths, exit_depths, confidences): logits (batch, frames, vocab) with each utterance's
@@ -64,9 +65,10 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
     """
     threshold = check_threshold(threshold)
     encoder, config = model.model, model.config
-    from .modeling_prunable_ctc import blank_padded_frames, lengths_to_mask
+    from .modeling_prunable_ctc import attention_key_mask, blank_padded_frames, lengths_to_mask
 
     input_features, lengths = encoder.checked_inputs(input_features, attention_mask)
+    chunk = encoder.attention_chunk(chunk_size, left_chunks)
     batch = input_features.shape[0]
     hidden, lengths = encoder.subsampling(input_features, lengths)
     output_lengths = lengths
@@ -90,8 +92,9 @@ def early_exit_forward(model, input_features: torch.Tensor, attention_mask: Opti
             width = int(lengths.max())
             hidden = hidden[:, :width]
             frame_mask = lengths_to_mask(lengths, width)
+            key_mask = attention_key_mask(frame_mask, *chunk)
             rotary = encoder.rotary(width, hidden.dtype, device)
-        hidden, _ = layer(hidden, frame_mask[:, None, None, :], frame_mask, rotary, False)
+        hidden, _ = layer(hidden, key_mask, frame_mask, rotary, False)
         if index not in exits:
             continue
         exit_logits = model.logits_from_hidden_state(hidden)

@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_prunable_ctc import PrunableCTCConfig
+from .configuration_prunable_ctc import PrunableCTCConfig, check_attention_chunk
 from .early_exit import early_exit_forward
 from .pruning import (
     PRUNING_STRATEGIES,
@@ -114,6 +114,42 @@ class PrunableCTCOutput(ModelOutput):
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     """(batch,) lengths -> (batch, max_length) bool mask, True on valid frames."""
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def chunk_attention_mask(frames: int, chunk_size: int, left_chunks: int,
+                         device: Optional[torch.device] = None) -> torch.Tensor:
+    """(frames, frames) bool, True where query frame i may read key frame j: j lies in i's chunk (of `chunk_size`
+    frames, counted from frame 0) or in one of the `left_chunks` chunks before it (-1: any earlier chunk). The mask
+    of WeNet's `subsequent_chunk_mask`: a streamed chunk sees exactly this."""
+    chunk = torch.arange(frames, device=device) // chunk_size
+    behind = chunk[:, None] - chunk[None, :]  # how many chunks key j lies before query i
+    allowed = behind >= 0
+    if left_chunks >= 0:
+        allowed &= behind <= left_chunks
+    return allowed
+
+
+def attention_key_mask(frame_mask: torch.Tensor, chunk_size: int, left_chunks: int) -> torch.Tensor:
+    """Boolean attention mask from a (batch, frames) valid-frame mask: (batch, 1, 1, frames), valid keys only, for
+    full context (`chunk_size` 0); with chunks, (batch, 1, frames, frames), the chunk mask of valid keys.
+
+    Padded queries read their chunk whatever is valid there, so no query row is all masked (the SDPA kernel would
+    return NaN for it, and NaN times the convolution's zero mask stays NaN); valid frames never read padded ones.
+    """
+    keys = frame_mask[:, None, None, :]
+    if chunk_size == 0:
+        return keys
+    chunks = chunk_attention_mask(frame_mask.shape[1], chunk_size, left_chunks, frame_mask.device)
+    return chunks[None, None] & (keys | ~frame_mask[:, None, :, None])
+
+
+def sample_chunk_size(config: PrunableCTCConfig) -> int:
+    """Attention chunk for one dynamic-chunk training batch (see `PrunableCTCConfig.dynamic_chunk_training`): 0
+    (full context) with probability `dynamic_chunk_full_context_probability`, else uniform in 1 ..
+    `dynamic_chunk_max_size`, from torch's generator."""
+    if float(torch.rand(())) < config.dynamic_chunk_full_context_probability:
+        return 0
+    return int(torch.randint(1, config.dynamic_chunk_max_size + 1, ()))
 
 
 def blank_padded_frames(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> torch.Tensor:
@@ -254,6 +290,58 @@ class ConvSubsampling(nn.Module):
             hidden = hidden + table[:frames]
         return hidden, lengths
 
+    def forward_chunk(self, features: torch.Tensor, cache: Optional[Tuple[torch.Tensor, ...]] = None,
+                      final: bool = False, start: int = 0) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """The front end on a stream of feature frames, fed in pieces of any size: the frames it returns, put end
+        to end, equal `forward` on all the frames of the stream (one utterance, no padding).
+
+        Args:
+            features: the next feature frames of the stream, `(batch, frames, num_mel_bins)`, possibly 0 frames.
+            cache: per convolution, its input frames not yet consumed (`(batch, channels, frames)`, or `(batch,
+                channels, freq, frames)` for conv2d); None at the start of a stream.
+            final: the stream ends with these frames: every convolution reads its right zero padding and emits
+                its last frames.
+            start: output frames already returned for this stream (the absolute positions continue there).
+
+        Returns:
+            The output frames now complete, `(batch, new frames, hidden_size)`, and the new cache.
+
+        A kernel-3 convolution with padding 1 reads frames `stride * t - 1 .. stride * t + 1` for output t, so
+        each one is computed, without padding in time, once those frames are there; the pending frames (a zero
+        frame standing for the left padding at first) are the cache.
+        """
+        hidden = features.transpose(1, 2)
+        if self.two_dimensional:
+            hidden = hidden.unsqueeze(1)
+        new_cache = []
+        for index, (conv, stride) in enumerate(zip(self.convs, self.strides)):
+            pad = hidden.new_zeros(hidden.shape[:-1] + (1,))
+            pending = torch.cat((pad if cache is None else cache[index], hidden) + ((pad,) if final else ()), -1)
+            count = (pending.shape[-1] - 3) // stride + 1 if pending.shape[-1] >= 3 else 0
+            if self.two_dimensional:
+                out = F.conv2d(pending[..., :stride * (count - 1) + 3], conv.weight, conv.bias, stride=conv.stride,
+                               padding=(conv.padding[0], 0)) if count else None
+            else:
+                out = F.conv1d(pending[..., :stride * (count - 1) + 3], conv.weight, conv.bias,
+                               stride=conv.stride) if count else None
+            if out is None:
+                shape = (hidden.shape[0], conv.out_channels) + (
+                    ((hidden.shape[2] + 1) // 2,) if self.two_dimensional else ()) + (0,)
+                out = hidden.new_zeros(shape)
+            new_cache.append(pending[..., stride * count:])
+            hidden = F.gelu(out)
+        if self.two_dimensional:
+            batch, channels, freq, frames = hidden.shape
+            hidden = hidden.reshape(batch, channels * freq, frames)
+        hidden = self.projection(hidden.transpose(1, 2))
+        if self.position_embeddings is not None:
+            table = self.position_embeddings.weight
+            if start + hidden.shape[1] > table.shape[0]:
+                raise ValueError(f"the stream is longer than the {table.shape[0]} absolute positions this model has: "
+                                 "reset the recogniser between utterances")
+            hidden = hidden + table[start:start + hidden.shape[1]]
+        return hidden, tuple(new_cache)
+
 
 class RotaryEmbedding(nn.Module):
     """Rotary position tables (cos, sin) of shape (frames, head_dim), shared by all layers of one forward pass.
@@ -270,13 +358,14 @@ class RotaryEmbedding(nn.Module):
         self.theta = config.rope_theta
         self.enabled = config.position_embedding_type == "rotary"
 
-    def forward(self, num_frames: int, dtype: torch.dtype, device: Optional[torch.device] = None
+    def forward(self, num_frames: int, dtype: torch.dtype, device: Optional[torch.device] = None, start: int = 0
                 ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Tables for positions `start .. start + num_frames - 1` (a streamed chunk starts where the last ended)."""
         if not self.enabled:
             return None  # absolute positions, added by the front end
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
         inv_freq = 1.0 / (self.theta ** exponents)
-        positions = torch.arange(num_frames, device=device, dtype=torch.float32)
+        positions = torch.arange(start, start + num_frames, device=device, dtype=torch.float32)
         angles = positions[:, None] * inv_freq[None, :]  # elementwise: autocast leaves it in float32
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -325,18 +414,38 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout
 
     def forward(self, hidden, key_mask, rotary, output_attentions=False):
+        """hidden (batch, frames, hidden); key_mask bool, broadcastable to (batch, 1, frames, frames), True where a
+        query may read a key. Returns the output (batch, frames, hidden) and the probabilities or None."""
+        query, key, value = self.project(hidden, rotary)
+        return self.attend(query, key, value, key_mask, output_attentions)
+
+    def forward_chunk(self, hidden, rotary, cache: Tuple[torch.Tensor, torch.Tensor]):
+        """One streamed chunk: its frames attend to the cached keys and values of earlier frames and to the whole
+        chunk. cache: rotated keys and values (batch, heads, cached frames, head_dim), possibly 0 frames. Returns
+        the output (batch, frames, hidden) and the keys and values of cache + chunk (the caller trims them)."""
+        query, key, value = self.project(hidden, rotary)
+        key, value = torch.cat((cache[0], key), dim=2), torch.cat((cache[1], value), dim=2)
+        attended, _ = self.attend(query, key, value, None, False)
+        return attended, (key, value)
+
+    def project(self, hidden, rotary):
+        """Queries, keys and values (batch, heads, frames, head_dim), rotated to their positions."""
         batch, frames, width = hidden.shape
         qkv = self.qkv(hidden).view(batch, frames, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
         if rotary is not None:
             cos, sin = rotary
             query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        return query, key, value
+
+    def attend(self, query, key, value, key_mask, output_attentions):
+        batch, _, frames, _ = query.shape
         attend = eager_attention_forward
         if not output_attentions:
             attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         attended, weights = attend(self, query, key, value, key_mask, scaling=self.scaling,
                                    dropout=self.dropout if self.training else 0.0)
-        return self.out(attended.reshape(batch, frames, width)), weights
+        return self.out(attended.reshape(batch, frames, -1)), weights
 
 
 class FeedForward(nn.Module):
@@ -356,22 +465,40 @@ class ConvolutionModule(nn.Module):
 
     LayerNorm replaces the original BatchNorm: it does not depend on the other utterances of the batch nor on
     padded frames, so results are the same in any batch and at batch size 1 on a device.
+
+    With `config.causal_conv` the depthwise kernel reads the frame and the `kernel - 1` before it (zeros before the
+    first frame), so a streamed chunk needs only those frames of the previous chunk as its state.
     """
 
     def __init__(self, config: PrunableCTCConfig):
         super().__init__()
         width = config.hidden_size
         self.pointwise_in = nn.Conv1d(width, 2 * width, kernel_size=1)
+        self.left_padding = config.conv_kernel_size - 1 if config.causal_conv else 0
         self.depthwise = nn.Conv1d(
-            width, width, kernel_size=config.conv_kernel_size, padding=config.conv_kernel_size // 2, groups=width
+            width, width, kernel_size=config.conv_kernel_size,
+            padding=0 if config.causal_conv else config.conv_kernel_size // 2, groups=width
         )
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.pointwise_out = nn.Conv1d(width, width, kernel_size=1)
 
     def forward(self, hidden, frame_mask):
-        hidden = F.glu(self.pointwise_in(hidden.transpose(1, 2)), dim=1)
         # Padded frames must not leak into valid ones through the depthwise kernel.
-        hidden = self.depthwise(hidden * frame_mask[:, None, :])
+        gated = self.gate(hidden) * frame_mask[:, None, :]
+        return self.finish(self.depthwise(F.pad(gated, (self.left_padding, 0))))
+
+    def forward_chunk(self, hidden, cache: torch.Tensor):
+        """One streamed chunk of a causal module. cache: the gated inputs (batch, hidden, kernel - 1) of the frames
+        before the chunk (zeros at the start of a stream). Returns the output (batch, frames, hidden) and the new
+        cache."""
+        gated = torch.cat((cache, self.gate(hidden)), dim=2)
+        return self.finish(self.depthwise(gated)), gated[:, :, gated.shape[2] - self.left_padding:]
+
+    def gate(self, hidden):
+        """(batch, frames, hidden) -> pointwise + GLU, (batch, hidden, frames)."""
+        return F.glu(self.pointwise_in(hidden.transpose(1, 2)), dim=1)
+
+    def finish(self, hidden):
         hidden = F.silu(self.norm(hidden.transpose(1, 2)))
         return self.pointwise_out(hidden.transpose(1, 2)).transpose(1, 2)
 
@@ -392,9 +519,21 @@ class TransformerLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, hidden, key_mask, frame_mask, rotary, output_attentions=False):
-        attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
+        return self.blocks(hidden, partial(self.attention, key_mask=key_mask, rotary=rotary,
+                                           output_attentions=output_attentions), None)[:2]
+
+    def forward_chunk(self, hidden, rotary, attention_cache, conv_cache):
+        """One streamed chunk (see `ConformerLayer.forward_chunk`); the convolution cache passes through."""
+        hidden, attention_cache, _ = self.blocks(
+            hidden, partial(self.attention.forward_chunk, rotary=rotary, cache=attention_cache), None)
+        return hidden, attention_cache, conv_cache
+
+    def blocks(self, hidden, attend, convolve):
+        """The layer on `hidden`, its attention computed by `attend(x) -> (output, extra)`; returns `(hidden,
+        extra, None)` (`convolve` is unused: this layer has no convolution)."""
+        attended, extra = attend(self.attention_norm(hidden))
         hidden = hidden + self.dropout(attended)
-        return hidden + self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), weights
+        return hidden + self.dropout(self.feed_forward(self.feed_forward_norm(hidden))), extra, None
 
 
 class ConformerLayer(GradientCheckpointingLayer):
@@ -418,12 +557,29 @@ class ConformerLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, hidden, key_mask, frame_mask, rotary, output_attentions=False):
+        attend = partial(self.attention, key_mask=key_mask, rotary=rotary, output_attentions=output_attentions)
+        return self.blocks(hidden, attend, lambda x: (self.conv(x, frame_mask), None))[:2]
+
+    def forward_chunk(self, hidden, rotary, attention_cache, conv_cache):
+        """One streamed chunk (batch, frames, hidden) at positions given by `rotary`: attention over the cached keys
+        and values and the chunk, causal convolution over the cached frames and the chunk (`config.causal_conv`).
+        Returns `(hidden, attention_cache, conv_cache)`, the caches extended by the chunk (the attention cache
+        untrimmed). Caches are plain tensors in and out; see `SelfAttention.forward_chunk` and
+        `ConvolutionModule.forward_chunk` for their shapes."""
+        return self.blocks(hidden, partial(self.attention.forward_chunk, rotary=rotary, cache=attention_cache),
+                           partial(self.conv.forward_chunk, cache=conv_cache))
+
+    def blocks(self, hidden, attend, convolve):
+        """The layer on `hidden`, its attention and convolution computed by `attend(x)` and `convolve(x)`, each
+        returning `(output, extra)`: the full-utterance and the streamed forward differ only there. Returns
+        `(hidden, attention extra, convolution extra)`."""
         hidden = hidden + 0.5 * self.dropout(self.feed_forward_in(self.feed_forward_in_norm(hidden)))
-        attended, weights = self.attention(self.attention_norm(hidden), key_mask, rotary, output_attentions)
+        attended, attention_extra = attend(self.attention_norm(hidden))
         hidden = hidden + self.dropout(attended)
-        hidden = hidden + self.dropout(self.conv(self.conv_norm(hidden), frame_mask))
+        convolved, conv_extra = convolve(self.conv_norm(hidden))
+        hidden = hidden + self.dropout(convolved)
         hidden = hidden + 0.5 * self.dropout(self.feed_forward_out(self.feed_forward_out_norm(hidden)))
-        return self.out_norm(hidden), weights
+        return self.out_norm(hidden), attention_extra, conv_extra
 
 
 def distributed_world_size() -> int:
@@ -665,6 +821,18 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             return list(range(1, validate_depth(num_layers, total, kept) + 1))
         return list(range(1, total + 1))
 
+    def attention_chunk(self, chunk_size: Optional[int] = None, left_chunks: Optional[int] = None
+                        ) -> Tuple[int, int]:
+        """`(chunk_size, left_chunks)` of a forward pass: the call's values where given, else a chunk drawn per batch
+        in dynamic chunk training, else the config's (see `PrunableCTCConfig.chunk_size`)."""
+        config = self.config
+        if chunk_size is None:
+            chunk_size = (sample_chunk_size(config) if self.training and config.dynamic_chunk_training
+                          else config.chunk_size)
+        left_chunks = config.left_chunks if left_chunks is None else left_chunks
+        check_attention_chunk(chunk_size, left_chunks)
+        return chunk_size, left_chunks
+
     def skip_probability(self, layer: int) -> float:
         """Stochastic-depth probability of skipping (1-based) `layer` in training (see `layer_skip_probability`)."""
         config = self.config
@@ -682,6 +850,8 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         return_dict: Optional[bool] = None,
         ctc_head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         sub_network_depths: Sequence[int] = (),
+        chunk_size: Optional[int] = None,
+        left_chunks: Optional[int] = None,
     ) -> Union[PrunableCTCEncoderOutput, Tuple]:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features; cast to the
@@ -698,6 +868,9 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
             sub-networks, the first k of those layers without stochastic depth, also run on the same front-end
             output (the sandwich rule, see `PrunableCTCConfig.depth_sampling`); their raw outputs come back in
             `sub_network_hidden_states`.
+        chunk_size, left_chunks (`int`, *optional*): attention chunk (output frames, 0: full context) and chunks of
+            left context for this call; `config.chunk_size` / `config.left_chunks` (or a dynamic draw in training)
+            when not given. A streamed model gives these logits chunk by chunk.
         """
         config = self.config
         input_features, lengths = self.checked_inputs(input_features, attention_mask)
@@ -712,7 +885,7 @@ class PrunableCTCModel(PrunableCTCPreTrainedModel):
         hidden, lengths = self.subsampling(input_features, lengths)
         hidden = self.dropout(hidden)
         frame_mask = lengths_to_mask(lengths, hidden.shape[1])
-        key_mask = frame_mask[:, None, None, :]
+        key_mask = attention_key_mask(frame_mask, *self.attention_chunk(chunk_size, left_chunks))
         rotary = self.rotary(hidden.shape[1], hidden.dtype, hidden.device)
         if hidden.shape[1] == 0:
             run_layers = []  # nothing to encode: depthwise convolutions cannot run on an empty time axis
@@ -879,6 +1052,8 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         output_intermediate_logits: bool = False,
         return_dict: Optional[bool] = None,
         early_exit_threshold: Optional[float] = None,
+        chunk_size: Optional[int] = None,
+        left_chunks: Optional[int] = None,
     ) -> Union[PrunableCTCOutput, Tuple]:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`): log-mel features.
@@ -894,6 +1069,8 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             reaches this value; 0 exits at the first intermediate-CTC layer, above 1 runs the full depth. The output
             then carries `exit_depths` and `exit_confidences`. Cannot be combined with `num_layers`/`layers` (prune
             the model first to exit within fewer layers), `labels`, hidden states, attentions or intermediate logits.
+        chunk_size, left_chunks (`int`, *optional*): attention chunk and left context for this call, see
+            [`PrunableCTCModel.forward`].
 
         With `labels` the loss is that of `PrunableCTCOutput.loss`. Its sandwich term (training only, with
         `depth_sampling="sandwich"`) costs one extra encoder pass up to the deepest sampled depth; its
@@ -909,7 +1086,7 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         if early_exit_threshold is not None:
             return self._early_exit(input_features, attention_mask, early_exit_threshold, return_dict, num_layers,
                                     layers, labels, output_hidden_states, output_attentions,
-                                    output_intermediate_logits)
+                                    output_intermediate_logits, chunk_size, left_chunks)
         need_intermediate = labels is not None or output_intermediate_logits or config.self_conditioning
         # Sub-networks are a training objective: evaluation (and inference) measures the model as it will run.
         sub_network_depths = []
@@ -926,6 +1103,8 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             return_dict=True,
             ctc_head=self.logits_from_hidden_state if need_intermediate and config.interctc_layers else None,
             sub_network_depths=sub_network_depths,
+            chunk_size=chunk_size,
+            left_chunks=left_chunks,
         )
         lengths = encoded.output_lengths
         logits = blank_padded_frames(self.lm_head(encoded.last_hidden_state), lengths, config.pad_token_id)
@@ -979,7 +1158,7 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _early_exit(self, input_features, attention_mask, threshold, return_dict, num_layers, layers, labels,
-                    output_hidden_states, output_attentions, output_intermediate_logits):
+                    output_hidden_states, output_attentions, output_intermediate_logits, chunk_size, left_chunks):
         """`forward(..., early_exit_threshold=...)`: checks the options, then `early_exit.early_exit_forward`."""
         if num_layers is not None or layers is not None:
             raise ValueError("early_exit_threshold picks the depth per utterance: do not combine it with num_layers "
@@ -994,7 +1173,7 @@ class PrunableCTCForCTC(PrunableCTCPreTrainedModel):
             raise ValueError("early_exit_threshold is for inference: call model.eval() first (stochastic depth and "
                              "dropout would make exits random)")
         logits, lengths, exit_depths, confidences = early_exit_forward(self, input_features, attention_mask,
-                                                                       threshold)
+                                                                       threshold, chunk_size, left_chunks)
         output = PrunableCTCOutput(logits=logits, output_lengths=lengths, exit_depths=exit_depths,
                                    exit_confidences=confidences)
         return output if return_dict else output.to_tuple()

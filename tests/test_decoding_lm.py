@@ -186,3 +186,66 @@ def test_lm_built_with_lmplz_is_recorded_and_decodes(tmp_path):
     frames = [{"T": 0.9}, {"H": 0.9}, {"E": 0.9}, {"|": 0.9}, {"K": 0.5, "C": 0.45}, {"A": 0.9}, {"T": 0.9}]
     decoder = build_beam_decoder(tokenizer, resolve_lm_file(tmp_path / "lm"))
     assert decoder.decode(spelled_logits(tokenizer, frames), beam_width=8) == "THE CAT"
+
+
+# A BPE vocabulary trained on these, at a size where "THE CAT SAT" is the pieces ▁THE ▁ C AT ▁ SAT.
+BPE_TEXTS = ["THE BAT SAT", "THE HAT SAT", "THE RAT SAT ON THE MAT", "THE CAT", "A KAT"]
+
+
+def bpe_tokenizer():
+    from hf_prunable_ctc.data.vocabulary import train_subword_tokenizer
+
+    return train_subword_tokenizer(BPE_TEXTS, "bpe", 20)
+
+
+def test_bpe_alphabet_keeps_the_word_marker_and_spells_the_unknown_token_as_a_word():
+    tokenizer = bpe_tokenizer()
+    labels = decoder_labels(tokenizer)
+    assert len(labels) == len(tokenizer)
+    assert labels[tokenizer.pad_token_id] == "" and labels[tokenizer.unk_token_id] == "▁⁇▁"
+    assert labels[tokenizer.convert_tokens_to_ids("▁THE")] == "▁THE"
+    assert labels[tokenizer.convert_tokens_to_ids("AT")] == "AT"
+    assert " " not in labels  # a BPE alphabet has no space label: pyctcdecode refuses one
+    decoder = build_beam_decoder(tokenizer)
+    assert decoder._alphabet.is_bpe and list(decoder._alphabet.labels) == labels
+
+
+def test_bpe_beam_search_with_and_without_the_lm(tiny_arpa):
+    tokenizer = bpe_tokenizer()
+    assert tokenizer.convert_ids_to_tokens(tokenizer("THE KAT").input_ids) == ["▁THE", "▁", "K", "AT"]
+    # Greedy reads "THE KAT SAT": the piece K beats C by a little on the one ambiguous frame.
+    frames = [{"▁THE": 0.9}, {"<pad>": 0.9}, {"▁": 0.9}, {"K": 0.5, "C": 0.45}, {"AT": 0.9}, {"<pad>": 0.9},
+              {"▁": 0.9}, {"SAT": 0.9}]
+    logits = spelled_logits(tokenizer, frames)
+    assert tokenizer.decode(logits.argmax(-1).tolist()) == "THE KAT SAT"
+    assert build_beam_decoder(tokenizer).decode(logits, beam_width=8) == "THE KAT SAT"
+    with_lm = build_beam_decoder(tokenizer, tiny_arpa)
+    assert with_lm.decode(logits, beam_width=8) == "THE CAT SAT"
+    # Word frames as the greedy decode times them (a lone "▁" is not part of the word).
+    assert with_lm.decode_beams(logits, beam_width=8)[0][2] == [("THE", (0, 1)), ("CAT", (3, 5)), ("SAT", (7, 8))]
+    greedy = tokenizer.decode(logits.argmax(-1).tolist(), output_word_offsets=True).word_offsets
+    assert [(w["start_offset"], w["end_offset"]) for w in greedy] == [(0, 1), (3, 5), (7, 8)]
+
+
+def test_bpe_folder_with_lm_decodes_through_the_stock_and_the_package_pipelines(tmp_path, tiny_arpa):
+    from conftest import tiny_model
+    from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
+
+    tokenizer = bpe_tokenizer()
+    model = tiny_model(num_mel_bins=80, vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path)
+    save_processor(make_feature_extractor(), tokenizer, tmp_path)
+    PrunableCTCProcessorWithLM.from_lm(tmp_path, tiny_arpa).save_pretrained(tmp_path)
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(processor) is PrunableCTCProcessorWithLM and processor.decoder._alphabet.is_bpe
+    audio = noise(seed=3)
+    features = processor(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(features["input_features"], attention_mask=features["attention_mask"]).logits[0]
+    expected = processor.decode(logits, beam_width=8)
+    stock = pipeline("automatic-speech-recognition", model=str(tmp_path))
+    assert stock.type == "ctc_with_lm"
+    result = stock(audio, decoder_kwargs={"beam_width": 8}, return_timestamps="word")
+    assert result["text"] == expected
+    assert " ".join(chunk["text"] for chunk in result["chunks"]) == expected
+    assert prunable_asr_pipeline(model=str(tmp_path))(audio, decoder_kwargs={"beam_width": 8})["text"] == expected

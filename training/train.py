@@ -8,6 +8,7 @@ per-depth evaluation) so the CLI, this script and the tests share it. Runs as is
     python training/train.py --model_config training/configs/demo.json --dataset_name audiofolder \
         --data_dir data/demo --output_dir runs/demo --do_train --num_train_epochs 24
     python training/train.py training/recipes/demo.json --max_steps 20   # a recipe, flags override it
+    python training/train.py training/recipes/demo.json --vocabulary bpe:256   # subword CTC (or unigram:N)
     python training/train.py training/recipes/demo.json --feature_mode waveforms \
         --augmentation_config training/configs/augmentation/standard.json   # waveform augmentation (training only)
     python training/train.py training/recipes/reference.json --feature_mode on_the_fly --feature_device model \
@@ -21,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import torch
 from transformers import HfArgumentParser, Wav2Vec2Processor, set_seed
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
@@ -30,7 +32,7 @@ from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
 from hf_prunable_ctc.feature_extraction_prunable_ctc import PrunableCTCFeatureExtractor
 from hf_prunable_ctc.data.speech_data import (FEATURE_MODES, load_prepared_split, load_split, prepare_split,
                                               training_texts)
-from hf_prunable_ctc.data.vocabulary import build_vocabulary, make_tokenizer
+from hf_prunable_ctc.data.vocabulary import make_ctc_tokenizer, parse_vocabulary_option
 from hf_prunable_ctc.evaluation.depth_evaluation import format_depth_table, write_per_depth_metrics
 from hf_prunable_ctc.hub.publish import outcome, publish
 from hf_prunable_ctc.training.averaging import KeepBestWeightsCallback, adopt_average_if_better, metric_key
@@ -49,7 +51,13 @@ class ModelArguments:
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "Continue from a saved model (its tokenizer and features come with it)."})
     tokenizer_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Folder with a Wav2Vec2CTCTokenizer; default: built from training text."})
+        default=None, metadata={"help": "Folder with a CTC tokenizer (Wav2Vec2CTCTokenizer or SubwordCTCTokenizer); "
+                                        "default: built from the training text, see --vocabulary."})
+    vocabulary: str = field(
+        default="characters", metadata={"help": "Vocabulary built from the training split's transcripts: "
+                                                "'characters' (Wav2Vec2CTCTokenizer), 'bpe:N' or 'unigram:N' (a "
+                                                "subword vocabulary of at most N tokens, SubwordCTCTokenizer). "
+                                                "Saved with the model; the config's vocab_size follows it."})
     interctc_layers: Optional[List[int]] = field(default=None, metadata={"help": "Intermediate CTC layers."})
     interctc_weight: Optional[float] = field(default=None, metadata={"help": "lambda of intermediate CTC."})
     self_conditioning: Optional[bool] = field(default=None, metadata={"help": "Self-conditioned CTC."})
@@ -138,6 +146,13 @@ def parse_arguments(argv: List[str]):
     if parsed[1].feature_mode not in FEATURE_MODES:
         parser.error(f"--feature_mode must be one of {', '.join(FEATURE_MODES)}, got {parsed[1].feature_mode!r}")
     data_args = parsed[1]
+    try:
+        vocabulary = parse_vocabulary_option(parsed[0].vocabulary)
+    except ValueError as error:
+        parser.error(str(error))
+    if vocabulary.kind != "characters" and (parsed[0].tokenizer_name_or_path or parsed[0].model_name_or_path):
+        parser.error(f"--vocabulary {vocabulary} trains a new vocabulary, but --tokenizer_name_or_path / "
+                     "--model_name_or_path bring their own tokenizer: give one or the other")
     if data_args.noise_dir and not data_args.augmentation_config:
         parser.error("--noise_dir is used by the augmentation: give --augmentation_config too (e.g. "
                      "training/configs/augmentation/standard.json)")
@@ -178,6 +193,8 @@ def main(argv=None):
                         if training_args.should_log else logging.WARNING)
     if not (model_args.model_config or model_args.model_name_or_path):
         parser.error("give --model_config (train from scratch) or --model_name_or_path (continue)")
+    if training_args.cpu_threads:
+        torch.set_num_threads(training_args.cpu_threads)
     set_seed(training_args.seed)
 
     last_checkpoint = None
@@ -217,7 +234,9 @@ def main(argv=None):
         texts = training_texts(raw_train, data_args.text_column_name, data_args.chars_to_ignore, data_args.uppercase)
         if not texts:
             raise ValueError(f"no usable transcripts in column {data_args.text_column_name!r} of the training split")
-        tokenizer = make_tokenizer(build_vocabulary(texts))
+        # Training transcripts only: evaluation text must not shape the vocabulary the model is scored with.
+        tokenizer = make_ctc_tokenizer(texts, model_args.vocabulary)
+        logger.info("vocabulary %s: %d tokens", model_args.vocabulary, len(tokenizer))
     model = build_model(model_args, len(tokenizer), tokenizer.pad_token_id)
     # A model folder brings its own front end (Whisper-initialised models compute Whisper's log-mel features);
     # new models get the package's Kaldi fbank.

@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from typing import Iterable, List
 
-# pyctcdecode's spelling of the unknown token (what it turns "<unk>" into when it builds an alphabet).
+# pyctcdecode's spelling of the unknown token (what it turns "<unk>" into when it builds an alphabet), and of the
+# unknown token of a BPE alphabet, a word of its own.
 DECODER_UNK = "⁇"
+DECODER_BPE_UNK = "▁⁇▁"
+# The marker of a word's first piece; pyctcdecode reads an alphabet with any label starting with it as BPE.
+WORD_BOUNDARY = "▁"
 # The LM's vocabulary beside a binary KenLM file (an ARPA file lists its own).
 UNIGRAMS_FILE = "unigrams.txt"
 
@@ -20,12 +24,19 @@ def decoder_labels(tokenizer) -> list[str]:
     """pyctcdecode's alphabet for a CTC tokenizer, one label per token id: "" for the pad token (CTC's blank),
     " " for the word delimiter, "⁇" for the unknown token, every other token as it is spelt.
 
+    A subword vocabulary (`SubwordCTCTokenizer`: pieces, a word's first one starting with "▁") has no delimiter:
+    its pieces keep their "▁", which is how pyctcdecode finds word boundaries in a BPE alphabet (Unigram pieces
+    read the same way), and the unknown token becomes "▁⁇▁", a word of its own.
+
     Spelling the special tokens out (rather than letting pyctcdecode guess them from "<pad>" and "|") keeps the
     alphabet right for any pad or delimiter token a vocabulary uses.
     """
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    delimiter = getattr(tokenizer, "word_delimiter_token", None)
-    special = {tokenizer.pad_token: "", delimiter: " ", tokenizer.unk_token: DECODER_UNK}
+    if any(token.startswith(WORD_BOUNDARY) for token in tokens):
+        special = {tokenizer.pad_token: "", tokenizer.unk_token: DECODER_BPE_UNK}
+    else:
+        delimiter = getattr(tokenizer, "word_delimiter_token", None)
+        special = {tokenizer.pad_token: "", delimiter: " ", tokenizer.unk_token: DECODER_UNK}
     return [special.get(token, token) for token in tokens]
 
 
@@ -40,7 +51,7 @@ def build_beam_decoder(tokenizer, lm_path: str | os.PathLike | None = None,
     """A `pyctcdecode.BeamSearchDecoderCTC` over `tokenizer`'s vocabulary.
 
     Args:
-        tokenizer: the model's CTC tokenizer (`Wav2Vec2CTCTokenizer`).
+        tokenizer: the model's CTC tokenizer (`Wav2Vec2CTCTokenizer`, or `SubwordCTCTokenizer` for BPE/Unigram).
         lm_path: a KenLM model (ARPA, or KenLM binary); None: beam search without a language model.
         unigrams: the LM's vocabulary; read from an ARPA file when None. A binary LM needs it (without it
             pyctcdecode cannot tell unknown words, and scores them like known ones): `build_ngram_lm` writes

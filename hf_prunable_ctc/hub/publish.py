@@ -14,8 +14,9 @@ from typing import List, Optional, Sequence
 from .output_folder import MARKER, write_output_folder
 
 # The tokenizer and feature extractor: a folder without them cannot be used by the pipeline or `transcribe`.
-PROCESSOR_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "preprocessor_config.json", "processor_config.json")
+# vocab.json is a character vocabulary's, tokenizer.json a subword one's.
+PROCESSOR_FILES = ("vocab.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "preprocessor_config.json", "processor_config.json")
 # Measurements of the model in a folder: they travel with that model, never with a pruned copy of it.
 RESULT_FILES = ("depth_report.json", "depth_report.md", "per_depth_metrics.json", "wer_vs_depth.png",
                 "rtf_vs_depth.png", "svcca_heatmap.png", "conditions.json", "conditions.md", "whisper_comparison.json")

@@ -1,6 +1,6 @@
 """Run-time helpers for devices: depth by latency budget (`budget`), ONNX export (`export`), the torch-free runtime
-of an exported folder (`onnx_runtime`) and fast greedy CTC text (`ctc_text`); the ASR pipeline with per-call depth
-is in `asr_pipeline`.
+of an exported folder (`onnx_runtime`), fast greedy CTC text (`ctc_text`) and streaming recognition with a depth per
+chunk (`streaming`); the ASR pipeline with per-call depth is in `asr_pipeline`.
 
 The names below load on first use (PEP 562), so `hf_prunable_ctc.runtime.onnx_runtime` can be imported on a device
 without torch or transformers.
@@ -14,6 +14,7 @@ _PUBLIC = {
     "export_onnx": "export",
     "CTCTextDecoder": "ctc_text",
     "OnnxPrunableCTC": "onnx_runtime",
+    "StreamingRecognizer": "streaming",
 }
 
 __all__ = list(_PUBLIC)

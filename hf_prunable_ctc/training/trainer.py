@@ -76,8 +76,17 @@ class PrunableCTCTrainingArguments(TrainingArguments):
                 "device, as one batched operation, so a GPU is not held up by CPU feature extraction). Applies to "
                 "splits of audio (train.py --feature_mode on_the_fly or waveforms); cached features stay as they are."})
 
+    cpu_threads: int = field(default=0, metadata={
+        "help": "Threads torch uses for operations on the CPU (torch.set_num_threads). A matrix product splits its "
+                "sums by thread, so the thread count changes the order of float additions, and a small model "
+                "trained from scratch turns those last-bit differences into different weights: a fixed count makes "
+                "a CPU run repeat the same numbers on machines with different numbers of cores. 0: torch's default "
+                "(one per core)."})
+
     def __post_init__(self):
         super().__post_init__()
+        if self.cpu_threads < 0:
+            raise ValueError(f"--cpu_threads must be >= 0 (0: torch's default), got {self.cpu_threads}")
         if self.feature_device not in FEATURE_DEVICES:
             raise ValueError(f"--feature_device must be one of {', '.join(FEATURE_DEVICES)}, got "
                              f"{self.feature_device!r}")

@@ -75,6 +75,11 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
             no CMVN, no dither) without padding to 30 s: ``num_samples // 160`` frames, each equal to the frame
             `WhisperFeatureExtractor` computes for the same audio padded to 30 s (the audio is followed by
             zeros there, so it is here too).
+        global_cmvn_mean, global_cmvn_std (`list[float]`, *optional*): one mean and one standard deviation per mel
+            bin of the log-mel energies, computed over a training set (`hf_prunable_ctc.data.global_cmvn`). When
+            given, every frame is normalised with them (means and/or variances as `normalize_means` and
+            `normalize_vars` say) instead of with its utterance's statistics, so a frame's features do not depend
+            on the audio after it: what a streamed recogniser needs. Not given (the default): utterance CMVN.
     """
 
     model_input_names = ["input_features", "attention_mask"]
@@ -90,6 +95,8 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         normalize_means: bool = True,
         normalize_vars: bool = True,
         feature_type: str = "kaldi_fbank",
+        global_cmvn_mean: list[float] | None = None,
+        global_cmvn_std: list[float] | None = None,
         **kwargs,  # the base class's own keys (padding_side, return_attention_mask, ...) as saved in the config
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -102,6 +109,8 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature_type must be one of {FEATURE_TYPES}, got {feature_type!r}")
         self.feature_type = feature_type
+        self.global_cmvn_mean, self.global_cmvn_std = _checked_cmvn(global_cmvn_mean, global_cmvn_std, num_mel_bins,
+                                                                    feature_type)
         if feature_type == "whisper_log_mel":
             self.whisper_mel_filters = torch.from_numpy(mel_filter_bank(
                 num_frequency_bins=WHISPER_FFT_LENGTH // 2 + 1, num_mel_filters=num_mel_bins, min_frequency=0.0,
@@ -133,6 +142,9 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         if output.get("feature_type") == "kaldi_fbank":
             # The default is left out, so a Kaldi-fbank folder keeps exactly the stock class's keys.
             output.pop("feature_type")  # derived from mel_filters, which the stock to_dict already leaves out
+        for field in ("global_cmvn_mean", "global_cmvn_std"):
+            if output.get(field) is None:
+                output.pop(field, None)  # utterance CMVN: the stock class's keys only
         return output
 
     def num_frames(self, num_samples: int) -> int:
@@ -188,6 +200,19 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         for start, stop, low, high, block in self._mel_blocks:
             torch.matmul(squares[:, low:high], block, out=mel[:, start:stop])
         return mel.clamp_(min=MEL_FLOOR).log_()
+
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
+        """CMVN of ``(frames, bins)`` log-mel energies: with the global statistics when the extractor has them (each
+        frame on its own, so streamed frames normalise as the whole utterance's do), else over the utterance."""
+        if self.global_cmvn_mean is None:
+            return self.normalize_utterance(features)
+        if not self.do_ceptral_normalize:
+            return features
+        if self.normalize_means:
+            features = features - torch.tensor(self.global_cmvn_mean, dtype=features.dtype)
+        if self.normalize_vars:
+            features = features / torch.tensor(self.global_cmvn_std, dtype=features.dtype)
+        return features
 
     def normalize_utterance(self, features: torch.Tensor) -> torch.Tensor:
         """Utterance CMVN of ``(frames, bins)`` features over all their frames, as the stock `utterance_cmvn`;
@@ -254,7 +279,7 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
             if truncation and max_length is not None:
                 utterance_features = utterance_features[:max_length]
             if not whisper:
-                utterance_features = self.normalize_utterance(utterance_features)  # over the frames kept
+                utterance_features = self.normalize(utterance_features)  # over the frames kept
             features.append(utterance_features.to(torch.float32))
         return self._pad_features(features, padding, max_length, pad_to_multiple_of, return_tensors,
                                   return_attention_mask)
@@ -332,6 +357,25 @@ class PrunableCTCFeatureExtractor(SequenceFeatureExtractor):
         if return_attention_mask:
             data["attention_mask"] = attention_mask
         return BatchFeature(data, tensor_type=return_tensors)
+
+
+def _checked_cmvn(mean, std, num_mel_bins: int, feature_type: str):
+    """The global CMVN statistics as lists of floats, or `(None, None)`; `ValueError` naming the field otherwise."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError("global_cmvn_mean and global_cmvn_std: give both or neither")
+    if feature_type != "kaldi_fbank":
+        raise ValueError(f"global_cmvn_mean/std: only for feature_type='kaldi_fbank' (got {feature_type!r})")
+    checked = []
+    for name, values in (("global_cmvn_mean", mean), ("global_cmvn_std", std)):
+        values = [float(v) for v in values]
+        if len(values) != num_mel_bins or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{name}: must be {num_mel_bins} finite numbers, one per mel bin (got {len(values)})")
+        checked.append(values)
+    if min(checked[1]) <= 0:
+        raise ValueError("global_cmvn_std: must be > 0 in every bin")
+    return checked[0], checked[1]
 
 
 def _workspace(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does pruning on demand work? Issue 11's experiment: one corpus, one recipe, models A-F, resumable stages.
+"""Does pruning on demand work? The experiment: one corpus, one recipe, models A-F, resumable stages.
 
     python training/experiments/layer_pruning.py                       # the full run on data/demo (hours)
     python training/experiments/layer_pruning.py --quick --output_dir /tmp/lp --runs_dir /tmp/lp/runs   # minutes
@@ -80,19 +80,21 @@ class Stage:
 # ---------------------------------------------------------------------------------------------------- the plan
 
 
-def load_recipe(path: Path) -> dict:
-    """Read and check an experiment recipe (training/experiments/layer_pruning*.json)."""
+def load_recipe(path: Path, extra_keys: frozenset = frozenset()) -> dict:
+    """Read and check an experiment recipe (training/experiments/layer_pruning*.json); `extra_keys` are further
+    top-level keys an experiment built on this one reads itself (shallow_end.py's variants)."""
     try:
         recipe = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ExperimentError(f"recipe {path} does not exist; give --recipe a JSON like {FULL_RECIPE}") from None
     except json.JSONDecodeError as error:
         raise ExperimentError(f"recipe {path} is not valid JSON: {error}") from None
-    missing = RECIPE_KEYS - {"description"} - set(recipe)
-    unknown = set(recipe) - RECIPE_KEYS
+    expected = RECIPE_KEYS | set(extra_keys)
+    missing = expected - {"description"} - set(recipe)
+    unknown = set(recipe) - expected
     if missing or unknown:
         raise ExperimentError(f"recipe {path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; "
-                              f"expected {sorted(RECIPE_KEYS)}")
+                              f"expected {sorted(expected)}")
     clash = STAGE_OWNED_TRAINING_KEYS & set(recipe["training"])
     if clash:
         raise ExperimentError(f"recipe {path}: 'training' sets {sorted(clash)}, which each stage sets itself; "
@@ -509,18 +511,30 @@ def select_stages(stages: list, models: str | None) -> list:
     return [s for s in stages if s.name in wanted or s.model in wanted]
 
 
+def set_child_threads(threads: int | None) -> None:
+    """CPU threads of every child process (train.py, evaluate_depths.py); None leaves torch's default."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ExperimentError(f"--threads must be at least 1, got {threads}")
+    # Inherited by every child process and read by torch at import.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
+def experiment_folders(name: str, quick: bool, output_dir: Path | None, runs_dir: Path | None) -> tuple:
+    """(output_dir, runs_dir) of experiment `name`: the given ones, else results/<name> and runs/<name>, or with
+    --quick runs/<name>_quick/results and runs/<name>_quick (quick results are not the experiment's)."""
+    if quick:
+        root = ROOT / "runs" / f"{name}_quick"
+        return output_dir or root / "results", runs_dir or root
+    return output_dir or ROOT / "results" / name, runs_dir or ROOT / "runs" / name
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    threads = args.threads if args.threads is not None else (1 if args.quick else None)
-    if threads is not None:
-        if threads < 1:
-            raise ExperimentError(f"--threads must be at least 1, got {threads}")
-        # Inherited by every child process (train.py, evaluate_depths.py) and read by torch at import.
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    default_root = ROOT / "runs" / "layer_pruning_quick" if args.quick else None
+    set_child_threads(args.threads if args.threads is not None else (1 if args.quick else None))
     recipe_path = args.recipe or (QUICK_RECIPE if args.quick else FULL_RECIPE)
-    output_dir = args.output_dir or (default_root / "results" if args.quick else ROOT / "results" / "layer_pruning")
-    runs_dir = args.runs_dir or (default_root if args.quick else ROOT / "runs" / "layer_pruning")
+    output_dir, runs_dir = experiment_folders("layer_pruning", args.quick, args.output_dir, args.runs_dir)
     recipe = load_recipe(recipe_path)
     data_dir = args.data_dir
     if not (data_dir / "train" / "metadata.csv").is_file() or not (data_dir / "validation" / "metadata.csv").is_file():
@@ -559,13 +573,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _stop_on_sigterm(signum, frame):
+def stop_on_sigterm(signum, frame):
+    """SIGTERM handler of the experiment drivers (this one and shallow_end.py)."""
     # SIGTERM (a scheduler, `kill`) takes the same path as Ctrl-C: the running child is stopped, wall time kept.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         sys.exit(main())
     except ExperimentError as error:
