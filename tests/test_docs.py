@@ -64,3 +64,24 @@ def test_the_site_builds_strictly(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "api" / "model" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("folder", ["prunable-ctc-small-synth", "whisper-tiny-prunable-ctc"])
+def test_the_model_cards_are_short_and_show_every_way_to_run_the_model(folder):
+    card = (ROOT / "model_cards" / folder / "README.md").read_text()
+    body = card.split("\n---\n", 1)[1]  # after the metadata block (model-index)
+    assert len(body.strip().splitlines()) <= 130  # about 120, the Whisper card also compares with Whisper
+    for way in ("num_layers=", "prune_to(", 'pipeline("automatic-speech-recognition"', "OnnxPrunableCTC("):
+        assert way in body, way
+    assert "synthetic" in body.lower()
+
+
+def test_code_and_tests_carry_no_development_history():
+    """Docstrings, comments and test names say what and why: no references to the tracker's issue numbers."""
+    pattern = re.compile(r"\b(issue|issues) #?[0-9]+|\bissue [0-9]+'s", re.IGNORECASE)
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.j2", "*.json", "*.yml", "*.toml"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    found = [f"{name}:{n}" for name in tracked if (ROOT / name).is_file()
+             for n, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1)
+             if pattern.search(line)]
+    assert not found, found

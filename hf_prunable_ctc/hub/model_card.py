@@ -297,7 +297,7 @@ def build_model_card(model_dir: str, model_name: str, dataset_name: str, dataset
                                       + "."),
         depth_table=depth_table(results["rows"], results["hardware"], extra, results["split"]),
         conditions_note=conditions_note, conditions_table=conditions_table, comparison=comparison or "",
-        plots="\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
+        plots=" ".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots),
         repo_id=repo_id or model_name, schedule_name=("the layers in the table above" if config.pruning_schedule
                                                        else "none, so the first k layers"),
         example_depth=max(1, config.num_hidden_layers // 2),
