@@ -5,8 +5,9 @@
     python demo/app.py --check                           # no browser: every depth on one bundled clip, then exit
 
 The model-calling logic lives in small functions (`load_demo_model`, `featurize`, `run_depth`, `transcribe`,
-`compare_depths`, `depth_results_table`) that tests call without a browser; `build_ui` only wires them to Gradio,
-which is imported there and nowhere else, so this module imports without Gradio installed.
+`compare_depths`, `depth_results_table`, and `stream_piece`/`finish_stream` for the microphone stream) that tests
+call without a browser; `build_ui` only wires them to Gradio, which is imported there and nowhere else, so this
+module imports without Gradio installed.
 
 The same file runs as a Hugging Face Space (see demo/README.md): there the Space sets GRADIO_SERVER_NAME/PORT, and
 the model comes from the PRUNABLE_CTC_MODEL variable, a `model/` folder next to this file, or the repository's
@@ -361,6 +362,121 @@ def format_timing(result: Transcription, max_depth: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Streaming from the microphone
+# ----------------------------------------------------------------------------------------------------------------
+
+# How often the browser sends the audio recorded since its last send, and the longest a stream may run (each one
+# holds the page's single worker while it records).
+STREAM_EVERY_S = 0.25
+STREAM_TIME_LIMIT_S = 120
+
+
+@dataclass
+class StreamSession:
+    """One visitor's microphone stream: the recogniser with its caches, and a resampler from the browser's rate
+    (which is rarely the model's) that keeps its own state across pieces."""
+
+    recognizer: Any
+    sampling_rate: int
+    resampler: Any
+    last_piece_ms: float = 0.0
+
+
+def streaming_problems(demo: DemoModel) -> list[str]:
+    """Why the loaded model cannot stream (empty when it can), as `hf-prunable-ctc transcribe --stream` says it."""
+    from hf_prunable_ctc.runtime.chunked_stream import streaming_problems as problems
+
+    return problems(demo.model.config, demo.feature_extractor)
+
+
+def new_stream_session(demo: DemoModel, sampling_rate: int) -> StreamSession:
+    """A stream at the model's default chunk (`hf-prunable-ctc transcribe --stream`'s), for audio at `sampling_rate`."""
+    import soxr
+
+    from hf_prunable_ctc.cli import default_stream_chunk_ms
+    from hf_prunable_ctc.runtime.streaming import StreamingRecognizer
+
+    problems = streaming_problems(demo)
+    if problems:
+        raise ValueError(f"this model cannot stream: {'; '.join(problems)}")
+    chunk_ms = default_stream_chunk_ms(demo.model.config, demo.feature_extractor)
+    recognizer = StreamingRecognizer(demo.model, (demo.feature_extractor, demo.tokenizer), chunk_ms=chunk_ms)
+    rate = demo.feature_extractor.sampling_rate
+    resampler = None if sampling_rate == rate else soxr.ResampleStream(sampling_rate, rate, 1, dtype="float32")
+    return StreamSession(recognizer=recognizer, sampling_rate=sampling_rate, resampler=resampler)
+
+
+def stream_samples(session: StreamSession, audio: tuple[int, np.ndarray], last: bool = False) -> np.ndarray:
+    """One piece from the browser, `(rate, samples)` with int16 (or float) samples, 1-D or (samples, channels), as
+    mono float32 at the model's rate."""
+    rate, samples = audio
+    if rate != session.sampling_rate:
+        raise ValueError(f"the microphone's rate changed from {session.sampling_rate} to {rate} Hz mid-stream")
+    samples = load_audio({"array": np.asarray(samples), "sampling_rate": rate}, sampling_rate=rate)
+    if session.resampler is None:
+        return samples
+    return session.resampler.resample_chunk(samples, last=last)
+
+
+def stream_piece(demo: DemoModel, session: Optional[StreamSession], audio: Optional[tuple[int, np.ndarray]],
+                 depth: int) -> tuple[Optional[StreamSession], str, str]:
+    """Decode the next microphone piece at `depth` (the slider's value now, so moving it changes the depth from the
+    next chunk on). Returns the session (a new one at the start of a recording), the partial transcript and the
+    status line."""
+    depth = check_depth(demo, depth)
+    if audio is None:
+        return session, stream_text(session), stream_status(demo, session)
+    if session is not None and session.recognizer.finished:
+        # A piece that arrives after the recording was finalised: its transcript is already final.
+        return session, session.recognizer.transcript, stream_status(demo, session)
+    session = new_stream_session(demo, audio[0]) if session is None else session
+    samples = stream_samples(session, audio)
+    start = time.perf_counter()
+    text = session.recognizer.accept(samples, num_layers=depth)
+    session.last_piece_ms = (time.perf_counter() - start) * 1000.0
+    return session, text, stream_status(demo, session)
+
+
+def finish_stream(demo: DemoModel, session: Optional[StreamSession], depth: int
+                  ) -> tuple[Optional[StreamSession], str, str]:
+    """End the recording: decode what is left (the last, shorter chunk) at `depth`; returns the final transcript."""
+    depth = check_depth(demo, depth)
+    if session is None or session.recognizer.finished:
+        return session, stream_text(session), stream_status(demo, session)
+    tail = (np.zeros(0, dtype=np.float32) if session.resampler is None
+            else session.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    start = time.perf_counter()
+    session.recognizer.accept(tail, num_layers=depth)
+    text = session.recognizer.finalize(num_layers=depth)
+    session.last_piece_ms = (time.perf_counter() - start) * 1000.0
+    return session, text, stream_status(demo, session)
+
+
+def stream_text(session: Optional[StreamSession]) -> str:
+    return "" if session is None else session.recognizer.transcript
+
+
+def stream_status(demo: DemoModel, session: Optional[StreamSession]) -> str:
+    """The depth of the last chunk, the depths of all chunks so far in runs ("8×3, 2×5"), and the time taken."""
+    if session is None or not session.recognizer.chunk_layers:
+        return "waiting for the first chunk"
+    recognizer = session.recognizer
+    depths, runs = recognizer.chunk_depths, []
+    for depth in depths:
+        if runs and runs[-1][0] == depth:
+            runs[-1][1] += 1
+        else:
+            runs.append([depth, 1])
+    heard = recognizer.logits.shape[1] * demo.model.config.inputs_to_logits_ratio / demo.feature_extractor.sampling_rate
+    state = "final" if recognizer.finished else "streaming"
+    return (f"{state} · last chunk: depth {depths[-1]} of {demo.max_depth} "
+            f"(layers {format_layers(recognizer.chunk_layers[-1])}) · {len(depths)} chunks of "
+            f"{recognizer.chunk_ms} ms, {heard:.2f} s decoded · depth per chunk: "
+            f"{', '.join(f'{depth}×{count}' for depth, count in runs)} · "
+            f"{session.last_piece_ms:.1f} ms for the last piece")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Bundled clips
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -418,44 +534,48 @@ def build_ui(demo: DemoModel):
     with gr.Blocks(title="Prunable CTC: one model, every depth") as page:
         gr.Markdown(
             f"# One speech recognizer, every depth\n"
-            f"`{display_name(demo.name)}` keeps working when its encoder is cut to fewer layers. Pick a depth and hear the "
-            f"trade-off between accuracy and time; **Compare all depths** runs one clip through all "
-            f"{demo.max_depth} depths of the model's pruning schedule.")
-        with gr.Row():
-            with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio",
-                                 elem_id="audio")
-                clip = gr.Dropdown(choices=list(clips), value=None, label="…or a bundled clip (unseen voices)",
-                                   elem_id="clip")
-                reference = gr.Textbox(label="Reference transcript (bundled clips; optional)", elem_id="reference")
-                depth = gr.Slider(1, demo.max_depth, value=demo.max_depth, step=1, label="Depth (encoder layers)",
-                                  elem_id="depth")
-                # The budget sets the depth slider; its change event then transcribes.
-                budget = gr.Slider(0.0005, 0.02, value=0.02, step=0.0005, elem_id="rtf-budget",
-                                   label="…or an RTF budget (model seconds per audio second, this machine)")
-                with gr.Row():
-                    early_exit = gr.Checkbox(value=False, label="Early exit (stop when confident; ignores depth)",
-                                             elem_id="early-exit")
-                    threshold = gr.Slider(0.0, 1.01, value=0.9, step=0.01, label="Confidence threshold",
-                                          elem_id="early-exit-threshold")
-                with gr.Row():
-                    transcribe_button = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
-                    compare_button = gr.Button("Compare all depths", elem_id="compare")
-            with gr.Column():
-                transcript = gr.Textbox(label="Transcript", lines=2, interactive=False, elem_id="transcript")
-                timing = gr.Textbox(label="Depth used and time", lines=2, interactive=False, elem_id="timing")
-                if table is None:
-                    gr.Markdown("No per-depth results in the model folder (depth_report.json or "
-                                "per_depth_metrics.json), so no chart.")
-                else:
-                    where = f"{demo.results['dataset']}, {demo.results['split']} split"
-                    order = list(table["depth"])
-                    gr.LinePlot(table, x="depth", y="WER %", title=f"WER per depth ({where})", height=220,
-                                sort=order, elem_id="wer-chart")
-                    if "RTF" in table:
-                        gr.LinePlot(table, x="depth", y="RTF", height=220, sort=order, elem_id="rtf-chart",
-                                    title=f"RTF per depth (model only, batch 1, {demo.results['hardware']})")
-        comparison = gr.Dataframe(label="All depths", wrap=True, interactive=False, elem_id="comparison")
+            f"`{display_name(demo.name)}` keeps working when its encoder is cut to fewer layers. Pick a depth and "
+            f"hear the trade-off between accuracy and time; **Compare all depths** runs one clip through all "
+            f"{demo.max_depth} depths of the model's pruning schedule, and, for a chunk-aware model, **Stream from "
+            f"the microphone** transcribes as you speak, at the depth the slider holds on each chunk.")
+        with gr.Tab("Transcribe a clip", id="clip-tab", elem_id="clip-tab"):
+            with gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio",
+                                     elem_id="audio")
+                    clip = gr.Dropdown(choices=list(clips), value=None, label="…or a bundled clip (unseen voices)",
+                                       elem_id="clip")
+                    reference = gr.Textbox(label="Reference transcript (bundled clips; optional)", elem_id="reference")
+                    depth = gr.Slider(1, demo.max_depth, value=demo.max_depth, step=1, label="Depth (encoder layers)",
+                                      elem_id="depth")
+                    # The budget sets the depth slider; its change event then transcribes.
+                    budget = gr.Slider(0.0005, 0.02, value=0.02, step=0.0005, elem_id="rtf-budget",
+                                       label="…or an RTF budget (model seconds per audio second, this machine)")
+                    with gr.Row():
+                        early_exit = gr.Checkbox(value=False, label="Early exit (stop when confident; ignores depth)",
+                                                 elem_id="early-exit")
+                        threshold = gr.Slider(0.0, 1.01, value=0.9, step=0.01, label="Confidence threshold",
+                                              elem_id="early-exit-threshold")
+                    with gr.Row():
+                        transcribe_button = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
+                        compare_button = gr.Button("Compare all depths", elem_id="compare")
+                with gr.Column():
+                    transcript = gr.Textbox(label="Transcript", lines=2, interactive=False, elem_id="transcript")
+                    timing = gr.Textbox(label="Depth used and time", lines=2, interactive=False, elem_id="timing")
+                    if table is None:
+                        gr.Markdown("No per-depth results in the model folder (depth_report.json or "
+                                    "per_depth_metrics.json), so no chart.")
+                    else:
+                        where = f"{demo.results['dataset']}, {demo.results['split']} split"
+                        order = list(table["depth"])
+                        gr.LinePlot(table, x="depth", y="WER %", title=f"WER per depth ({where})", height=220,
+                                    sort=order, elem_id="wer-chart")
+                        if "RTF" in table:
+                            gr.LinePlot(table, x="depth", y="RTF", height=220, sort=order, elem_id="rtf-chart",
+                                        title=f"RTF per depth (model only, batch 1, {demo.results['hardware']})")
+            comparison = gr.Dataframe(label="All depths", wrap=True, interactive=False, elem_id="comparison")
+        with gr.Tab("Stream from the microphone", id="stream-tab", elem_id="stream-tab"):
+            build_stream_tab(gr, demo)
 
         clip.change(on_clip, inputs=clip, outputs=[audio, reference])
         # Own uploads and recordings have no reference transcript.
@@ -468,6 +588,47 @@ def build_ui(demo: DemoModel):
     # One request at a time: requests running side by side would share the CPU and spoil each other's timings.
     page.queue(default_concurrency_limit=1)
     return page
+
+
+def build_stream_tab(gr, demo: DemoModel) -> None:
+    """The microphone tab: a live partial transcript at the depth the slider holds on each chunk, or, for a model
+    that cannot stream, why the tab has no microphone."""
+    problems = streaming_problems(demo)
+    if problems:
+        gr.Markdown(f"Streaming needs a chunk-aware model (trained for chunked attention, with a causal convolution "
+                    f"and global CMVN: see docs/streaming.md), and `{display_name(demo.name)}` cannot stream: "
+                    f"{'; '.join(problems)}.", elem_id="stream-unavailable")
+        return
+    from hf_prunable_ctc.cli import default_stream_chunk_ms
+
+    chunk_ms = default_stream_chunk_ms(demo.model.config, demo.feature_extractor)
+    gr.Markdown(f"Speak: the transcript grows one {chunk_ms} ms chunk at a time. The depth slider is read on every "
+                f"chunk, so moving it while you speak changes the depth of the chunks that follow.")
+    with gr.Row():
+        with gr.Column():
+            microphone = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                                  elem_id="microphone")
+            depth = gr.Slider(1, demo.max_depth, value=demo.max_depth, step=1, label="Depth (encoder layers)",
+                              elem_id="stream-depth")
+        with gr.Column():
+            transcript = gr.Textbox(label="Partial transcript", lines=3, interactive=False,
+                                    elem_id="stream-transcript")
+            status = gr.Textbox(label="Depth used", lines=2, interactive=False, elem_id="stream-status")
+    session = gr.State(None)  # one StreamSession per visitor, replaced at each new recording
+
+    def on_piece(audio, session, depth):
+        try:
+            return stream_piece(demo, session, audio, depth)
+        except ValueError as error:  # NaN samples, a rate change mid-stream: say so on the page
+            raise gr.Error(str(error)) from error
+
+    def on_stop(session, depth):
+        return finish_stream(demo, session, depth)
+
+    microphone.start_recording(lambda: (None, "", ""), outputs=[session, transcript, status])
+    microphone.stream(on_piece, inputs=[microphone, session, depth], outputs=[session, transcript, status],
+                      stream_every=STREAM_EVERY_S, time_limit=STREAM_TIME_LIMIT_S)
+    microphone.stop_recording(on_stop, inputs=[session, depth], outputs=[session, transcript, status])
 
 
 def display_name(name: str) -> str:

@@ -7,6 +7,7 @@ examples:
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --rtf_budget 0.01 --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --early_exit_threshold 0.9 --json
   hf-prunable-ctc transcribe model_cards/prunable-ctc-small-synth data/demo/test --lm runs/lm/synth-6h-v2 --depth 4
+  hf-prunable-ctc transcribe runs/streaming/model speech.wav --stream --chunk_ms 640 --depth 4 --realtime
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-4 --depth 4 --quantize int8
   hf-prunable-ctc export model_cards/prunable-ctc-small-synth onnx-all
   hf-prunable-ctc transcribe onnx-all data/demo/test --depth 4
@@ -20,8 +21,10 @@ examples:
 import argparse
 import json
 import os
+import shutil
 import sys
-from typing import Iterator, List, Optional
+import time
+from typing import Callable, Iterator, List, Optional
 
 # Strategies that need no data; "greedy" and "svcca" search on labelled dev data: run
 # training/evaluate_depths.py --store_schedule <strategy>, and the stored schedule becomes the model's default.
@@ -33,6 +36,12 @@ STRATEGY_HELP = ("which layers a depth keeps: top (first k), uniform/every_other
 DEFAULT_BEAM_WIDTH = 32
 # What load_audio (libsndfile) decodes; other files in a folder (metadata.csv, README) are skipped.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
+# A streamed file reaches the recogniser in pieces of this much audio, as a microphone's buffers would: a chunk is
+# then decoded about as soon as its audio (and the front end's few milliseconds of look-ahead) has arrived, rather
+# than a whole chunk later.
+STREAM_PIECE_MS = 100
+# The attention chunk of a stream when the config names none (a model trained with dynamic chunks serves any size).
+DEFAULT_STREAM_CHUNK_MS = 640
 
 
 class CommandError(Exception):
@@ -215,8 +224,8 @@ def beam_decoder_from_args(model: str, args):
 def onnx_transcriber(args):
     """``(run, fixed_depth, sampling_rate)`` for an every-depth ONNX folder, run by `OnnxPrunableCTC`: `run(audio or
     list)` returns results shaped as the pipeline's (``{"text"}``, plus ``"exit_depths"`` with early exit), so the
-    lines printed are the same. The runtime transcribes a file in one pass: a file longer than --chunk_length_s is
-    an error for that file rather than a transcript of another kind than the PyTorch folder gives."""
+    lines printed are the same. A file longer than --chunk_length_s is cut into the pipeline's overlapping chunks, so
+    it gets the transcript the PyTorch folder gives."""
     if args.timestamps:
         raise CommandError("--timestamps need a PyTorch model folder: an ONNX folder gives text and depth only")
     if args.lm is not None or args.beam_width is not None:
@@ -232,16 +241,244 @@ def onnx_transcriber(args):
 
     def run(audio):
         batch = audio if isinstance(audio, list) else [audio]
-        for samples in batch:
-            if args.chunk_length_s and len(samples) > args.chunk_length_s * sampling_rate:
-                raise ValueError(f"{len(samples) / sampling_rate:.1f} s is longer than --chunk_length_s "
-                                 f"{args.chunk_length_s:g}, and an ONNX folder transcribes a file in one pass: give "
-                                 "--chunk_length_s 0 to run it whole")
-        results = [{"text": r["text"], "exit_depths": [r["depth"]]} if "early_exit_threshold" in options
-                   else {"text": r["text"]} for r in asr.transcribe(batch, sampling_rate=sampling_rate, **options)]
+        results = asr.transcribe(batch, sampling_rate=sampling_rate, chunk_length_s=args.chunk_length_s, **options)
+        results = [{"text": r["text"], "exit_depths": r["exit_depths"]} if "early_exit_threshold" in options
+                   else {"text": r["text"]} for r in results]
         return results if isinstance(audio, list) else results[0]
 
     return run, fixed_depth, sampling_rate
+
+
+def check_can_stream(config, feature_extractor, name: str) -> None:
+    """CommandError naming every reason `name` cannot stream, if any."""
+    from .runtime.chunked_stream import streaming_problems
+
+    problems = streaming_problems(config, feature_extractor)
+    if problems:
+        raise CommandError(f"{name} cannot stream: {'; '.join(problems)}. Train a chunk-aware model "
+                           "(docs/streaming.md) or transcribe without --stream")
+
+
+def default_stream_chunk_ms(config, feature_extractor) -> int:
+    """The config's attention chunk in ms of audio, or `DEFAULT_STREAM_CHUNK_MS` when it names none."""
+    if config.chunk_size > 0:
+        return round(config.chunk_size * 1000 * config.inputs_to_logits_ratio / feature_extractor.sampling_rate)
+    return DEFAULT_STREAM_CHUNK_MS
+
+
+def check_stream_options(args) -> None:
+    """The options that only make sense with --stream, and those a stream does not have."""
+    if not args.stream:
+        given = [f"--{name}" for name in ("chunk_ms", "left_chunks") if getattr(args, name) is not None]
+        given += ["--realtime"] if args.realtime else []
+        if given:
+            raise CommandError(f"{', '.join(given)} set how a stream runs: add --stream")
+        return
+    check_depth_options(args)
+    unsupported = [name for name, given in (("--timestamps", args.timestamps), ("--lm", args.lm is not None),
+                                            ("--beam_width", args.beam_width is not None),
+                                            ("--batch_size", args.batch_size != 1)) if given]
+    if unsupported:
+        raise CommandError(f"{', '.join(unsupported)} not available with --stream: a stream is decoded greedily, "
+                           "one file at a time, without timestamps")
+    if args.strategy is not None:
+        raise CommandError("--stream runs the first N layers for --depth N: drop --strategy")
+
+
+def stream_depth_options(model, args) -> dict:
+    """`StreamingRecognizer`'s keyword arguments for --depth, --rtf_budget or --early_exit_threshold."""
+    if args.rtf_budget is not None:
+        from .runtime.budget import depth_for_budget, profile_latency
+
+        # The full-utterance profile, measured once on this machine and cached as for transcribe without --stream.
+        profile = profile_latency(model, refresh=args.refresh_profile)
+        depth = depth_for_budget(model, rtf=args.rtf_budget, profile=profile)
+        print(f"--rtf_budget {args.rtf_budget:g}: depth {depth}", file=sys.stderr)
+        return {"rtf_budget": args.rtf_budget, "latency_profile": profile}
+    if args.early_exit_threshold is not None:
+        return {"early_exit_threshold": args.early_exit_threshold}
+    if args.depth is not None:
+        # The recogniser runs layers 1..N at depth N; a stored schedule that keeps other layers would give a
+        # different model than transcribe --depth N without --stream, so it is refused rather than swapped.
+        layers, first = layers_for_depth(model, args.depth, None), list(range(1, args.depth + 1))
+        if layers != first:
+            raise CommandError(f"depth {args.depth} of this model's stored schedule runs layers {layers}, and a "
+                               f"stream runs the first {args.depth}: prune the model to that depth first "
+                               "(hf-prunable-ctc prune) and stream the pruned folder")
+        return {"num_layers": args.depth}
+    return {}
+
+
+def stream_recognizer(args):
+    """``(recognizer, sampling_rate)``: a `StreamingRecognizer` for a PyTorch model folder or Hub id, after checking
+    that the model can stream."""
+    from transformers import AutoProcessor
+
+    from . import PrunableCTCForCTC
+    from .runtime.streaming import StreamingRecognizer
+
+    folder = resolve_model(args.model)
+    model = PrunableCTCForCTC.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    extractor = processor.feature_extractor
+    check_can_stream(model.config, extractor, args.model)
+    chunk_ms = default_stream_chunk_ms(model.config, extractor) if args.chunk_ms is None else args.chunk_ms
+    recognizer = StreamingRecognizer(model, processor, chunk_ms=chunk_ms, left_chunks=args.left_chunks,
+                                     **stream_depth_options(model, args))
+    return recognizer, extractor.sampling_rate
+
+
+def onnx_stream_recognizer(args):
+    """``(recognizer, sampling_rate)``: an `OnnxStreamingRecognizer` for an every-depth ONNX folder exported with its
+    streaming graphs, with the depth options of a PyTorch folder."""
+    try:
+        from .runtime.onnx_streaming import OnnxStreamingRecognizer
+    except ImportError as error:
+        raise CommandError(f"an ONNX folder is run with onnxruntime, which cannot be imported: {error}")
+    from .runtime.export import RUNTIME_FILE
+
+    with open(os.path.join(args.model, RUNTIME_FILE)) as f:
+        runtime = json.load(f)
+    if not runtime.get("streaming"):
+        reason = runtime.get("streaming_unavailable") or "it was exported without them"
+        raise CommandError(f"{args.model} has no streaming graphs: {reason}. Export a chunk-aware model again, or "
+                           "transcribe without --stream")
+    options = {}
+    if args.rtf_budget is not None:
+        options["rtf_budget"] = args.rtf_budget
+    elif args.early_exit_threshold is not None:
+        options["early_exit_threshold"] = args.early_exit_threshold
+    elif args.depth is not None:
+        # As for a PyTorch folder: a stream runs layers 1..N, so a schedule that keeps other layers is refused.
+        layers = runtime["pruning_schedule"].get(str(args.depth))
+        if layers is not None and layers != list(range(1, args.depth + 1)):
+            raise CommandError(f"depth {args.depth} of this folder's schedule runs layers {layers}, and a stream "
+                               f"runs the first {args.depth}: export a pruned model to stream that depth")
+        options["num_layers"] = args.depth
+    chunk_ms, chunk_size = args.chunk_ms, runtime["streaming"].get("chunk_size") or 0
+    if chunk_ms is None and chunk_size > 0:  # the config's chunk, as for a PyTorch folder
+        with open(os.path.join(args.model, "preprocessor_config.json")) as f:
+            sampling_rate = json.load(f)["sampling_rate"]
+        chunk_ms = round(chunk_size * 1000 * runtime["inputs_to_logits_ratio"] / sampling_rate)
+    chunk_ms = DEFAULT_STREAM_CHUNK_MS if chunk_ms is None else chunk_ms
+    recognizer = OnnxStreamingRecognizer(args.model, chunk_ms=chunk_ms, left_chunks=args.left_chunks, **options)
+    return recognizer, recognizer.features.sampling_rate
+
+
+class Pacer:
+    """Waits until audio has played for a given time since `start()`, as it would when spoken into a microphone."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def start(self) -> None:
+        self.started = self.clock()
+
+    def wait_until(self, seconds: float) -> None:
+        # A deadline from the start, not a fixed sleep per piece: the time spent decoding counts as played.
+        wait = self.started + seconds - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+
+
+def stream_file(recognizer, samples, sampling_rate: int, on_partial: Callable[[str, float], None],
+                pacer: Optional[Pacer] = None) -> str:
+    """Feed `samples` to `recognizer` in `STREAM_PIECE_MS` pieces (paced by `pacer` when given), calling
+    `on_partial(text, seconds heard)` each time the partial transcript changes; returns the final transcript."""
+    recognizer.reset()
+    piece = max(1, sampling_rate * STREAM_PIECE_MS // 1000)
+    shown = ""
+    if pacer is not None:
+        pacer.start()
+    for start in range(0, len(samples), piece):
+        end = min(start + piece, len(samples))
+        if pacer is not None:
+            pacer.wait_until(end / sampling_rate)  # the piece has arrived once its last sample has played
+        text = recognizer.accept(samples[start:end])
+        if text != shown:
+            on_partial(text, end / sampling_rate)
+            shown = text
+    return recognizer.finalize()
+
+
+def fit_to_width(line: str, width: int) -> str:
+    """The end of `line` (tabs expanded) that fits in `width` columns, led by "…" when cut: the newest words."""
+    line = line.expandtabs()
+    return line if len(line) <= width else "…" + line[len(line) - width + 1:]
+
+
+class StreamPrinter:
+    """Prints the partial transcripts of streamed files and their final ones.
+
+    Plain lines are ``path<TAB>text``. On a terminal each partial overwrites the one before on the same line and the
+    final transcript ends it; elsewhere (a pipe, a file) each partial gets its own line, and a file's last line is
+    its final transcript. With `json_lines`, partials are ``{"path", "partial", "seconds"}`` (seconds of audio heard)
+    and finals ``{"path", "text", "depth", "chunk_depths"}``, one per line everywhere.
+    """
+
+    def __init__(self, out, json_lines: bool):
+        self.out, self.json_lines = out, json_lines
+        self.overwrite = not json_lines and out.isatty()
+        self.shown = 0  # columns of the partial now on the terminal line
+
+    def partial(self, path: str, text: str, seconds: float) -> None:
+        if self.json_lines:
+            self._line(json.dumps({"path": path, "partial": text, "seconds": round(seconds, 3)}))
+        elif self.overwrite:
+            line = fit_to_width(f"{path}\t{text}", shutil.get_terminal_size().columns - 1)
+            self.out.write("\r" + line + " " * max(0, self.shown - len(line)))
+            self.out.flush()
+            self.shown = len(line)
+        else:
+            self._line(f"{path}\t{text}")
+
+    def final(self, path: str, text: str, chunk_depths: List[int]) -> None:
+        if self.json_lines:
+            # The deepest chunk is what the file cost at most, as "depth" is for early exit without --stream.
+            self._line(json.dumps({"path": path, "text": text, "depth": max(chunk_depths, default=0),
+                                   "chunk_depths": chunk_depths}))
+            return
+        self.clear()
+        self._line(f"{path}\t{text}")
+
+    def clear(self) -> None:
+        """Blank the partial on the terminal line, so that what comes next starts the line."""
+        if self.overwrite and self.shown:
+            self.out.write("\r" + " " * self.shown + "\r")
+            self.out.flush()
+        self.shown = 0
+
+    def _line(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+def transcribe_stream(args) -> int:
+    """`transcribe --stream`: each file through a `StreamingRecognizer` in microphone-sized pieces, its partial
+    transcripts printed as they change, then its final transcript."""
+    from .data.audio import load_audio
+
+    files = list(audio_files(args.audio))
+    recognizer, sampling_rate = (onnx_stream_recognizer if is_onnx_folder(args.model) else stream_recognizer)(args)
+    printer, pacer = StreamPrinter(sys.stdout, args.json), Pacer() if args.realtime else None
+    failed = 0
+    for path in files:
+        try:
+            samples = load_audio(path, sampling_rate=sampling_rate)
+            final = stream_file(recognizer, samples, sampling_rate,
+                                lambda text, seconds: printer.partial(path, text, seconds), pacer)
+        except (ValueError, OSError, RuntimeError) as error:
+            failed += 1
+            printer.clear()
+            reason = getattr(error, "reason", str(error))
+            print(f"error: {path}: {reason}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "error": reason}), flush=True)
+            continue
+        printer.final(path, final, recognizer.chunk_depths)
+    if failed:
+        print(f"error: {failed} of {len(files)} files could not be transcribed", file=sys.stderr)
+        return 2
+    return 0
 
 
 def transcribe(args) -> int:
@@ -252,6 +489,9 @@ def transcribe(args) -> int:
 
     from .data.audio import load_audio
 
+    check_stream_options(args)
+    if args.stream:
+        return transcribe_stream(args)
     if args.batch_size < 1:
         raise CommandError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.chunk_length_s < 0:
@@ -430,6 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam_width", type=int, help=f"beams kept by the beam search (default {DEFAULT_BEAM_WIDTH})")
     p.add_argument("--lm_alpha", type=float, default=0.5, help="weight of the LM's log10 probability (default 0.5)")
     p.add_argument("--lm_beta", type=float, default=1.0, help="score bonus per word (default 1.0)")
+    p.add_argument("--stream", action="store_true", help="feed each file to the streaming recogniser in 100 ms "
+                   "pieces and print each changed partial transcript (over the same line on a terminal, one line "
+                   "each otherwise), then the final one. Needs a chunk-aware model (docs/streaming.md); --depth "
+                   "runs the first N layers; greedy decoding, no --timestamps, --lm or --batch_size")
+    p.add_argument("--chunk_ms", type=int, help="with --stream: attention chunk in ms of audio, a multiple of one "
+                   f"output frame (default: the config's chunk_size, else {DEFAULT_STREAM_CHUNK_MS})")
+    p.add_argument("--left_chunks", type=int, help="with --stream: chunks of left context each chunk attends to "
+                   "(-1: all earlier chunks; default: the config's left_chunks)")
+    p.add_argument("--realtime", action="store_true", help="with --stream: feed the audio at the pace it plays, as "
+                   "from a microphone, so the partials appear when they would live")
     p.set_defaults(run=transcribe)
 
     from .runtime.quantization import CALIBRATION_UTTERANCES  # numpy and soundfile only: no torch at start-up

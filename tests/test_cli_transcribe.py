@@ -221,15 +221,13 @@ def test_options_an_onnx_folder_cannot_honour_are_clear_errors(pytorch_and_onnx_
     assert message in capsys.readouterr().err
 
 
-def test_an_onnx_folder_refuses_a_file_longer_than_the_chunk_length(pytorch_and_onnx_folders, tmp_path, capsys):
+def test_an_onnx_folder_chunks_a_long_file_as_the_model_folder(pytorch_and_onnx_folders, tmp_path, capsys):
     model_dir, onnx_dir = pytorch_and_onnx_folders
     long, short = noise(tmp_path / "long.wav", samples=48000), noise(tmp_path / "short.wav", samples=16000, seed=1)
-    assert main(["transcribe", str(onnx_dir), str(long), str(short), "--chunk_length_s", "2", "--json"]) == 2
-    captured = capsys.readouterr()
-    lines = [json.loads(line) for line in captured.out.splitlines()]
-    assert "longer than --chunk_length_s 2" in lines[0]["error"] and "--chunk_length_s 0" in lines[0]["error"]
-    assert lines[1]["path"] == str(short) and "text" in lines[1]
-    assert main(["transcribe", str(model_dir), str(long), "--chunk_length_s", "0"]) == 0
-    expected = capsys.readouterr().out
-    assert main(["transcribe", str(onnx_dir), str(long), "--chunk_length_s", "0"]) == 0
-    assert capsys.readouterr().out == expected
+    for chunk_length_s in ("2", "0"):  # three chunks of the 3-s file, then one pass
+        options = [str(long), str(short), "--chunk_length_s", chunk_length_s, "--json"]
+        assert main(["transcribe", str(model_dir), *options]) == 0
+        expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert main(["transcribe", str(onnx_dir), *options]) == 0
+        assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == expected
+        assert [line["path"] for line in expected] == [str(long), str(short)]

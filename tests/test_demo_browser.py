@@ -1,21 +1,23 @@
 """The demo page in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`) through Selenium.
 
-Serves demo/app.py's page (as `python demo/app.py` does, in a thread) on a free loopback port, uploads a bundled clip, moves the depth slider and checks that
-the transcript and the timing appear and change with depth, runs "Compare all depths", and saves a screenshot
-(to tmp_path; also to $DEMO_SCREENSHOT when set, which is how reports/demo_page/screenshot.png was made).
-Skips, saying what is missing, without gradio, selenium, a Chromium binary or chromedriver.
+Serves demo/app.py's page (as `python demo/app.py` does, in a thread) on a free loopback port, uploads a bundled
+clip, moves the depth slider and checks that the transcript and the timing appear and change with depth, runs
+"Compare all depths", and saves a screenshot (to tmp_path; also to $DEMO_SCREENSHOT when set, which is how
+reports/demo_page/screenshot.png was made). The microphone tab is driven on a tiny chunk-aware model with Chromium's
+fake microphone playing a bundled clip: the partial transcript grows, and moving the slider mid-stream changes the
+depth of the chunks that follow. Skips, saying what is missing, without gradio, selenium, a Chromium binary or
+chromedriver.
 """
 
-import importlib.util
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from test_demo_app import load_app
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "demo" / "app.py"
@@ -47,24 +49,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_app():
-    """demo/app.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("demo_app", APP)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["demo_app"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def app_url(tmp_path, monkeypatch):
+def serve(tmp_path, monkeypatch, model: str):
+    """Serve the page for `model` in a server thread; yields its address."""
     # Nothing may reach the network: Gradio's analytics and version check off, the Hub offline.
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     app = load_app()
     started = time.monotonic()
-    page = app.build_ui(app.load_demo_model(app.default_model()))
+    page = app.build_ui(app.load_demo_model(model))
     port = free_port()
     # The same launch settings as `python demo/app.py`, in a server thread of this process (saves importing torch
     # and gradio a second time).
@@ -76,8 +69,8 @@ def app_url(tmp_path, monkeypatch):
         page.close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+def start_browser(tmp_path, *extra_flags):
+    """Headless Chromium that reaches nothing but the loopback address; yields the driver."""
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
@@ -89,7 +82,7 @@ def browser(tmp_path):
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1500",
                  # Everything but the app's loopback address resolves to nothing: a page that tried to fetch fonts
                  # or scripts from the internet would show it as missing content, not hang.
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", *extra_flags):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))
     driver.set_page_load_timeout(60)
@@ -97,6 +90,16 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def app_url(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, load_app().default_model())
+
+
+@pytest.fixture
+def browser(tmp_path):
+    yield from start_browser(tmp_path)
 
 
 def text_of(driver, elem_id: str) -> str:
@@ -154,3 +157,73 @@ def test_upload_slider_compare_and_screenshot(app_url, browser, tmp_path):
         assert browser.save_screenshot(str(target)), f"could not save {target}"
         assert target.stat().st_size > 10_000
     print(f"browser part took {time.monotonic() - started:.1f} s")
+
+
+# The microphone tab.
+
+@pytest.fixture
+def streaming_app_url(tmp_path, monkeypatch):
+    from test_cli_stream import save_streaming_folder
+
+    yield from serve(tmp_path, monkeypatch, str(save_streaming_folder(tmp_path / "model", chunk_size=4)))
+
+
+@pytest.fixture
+def microphone_browser(tmp_path):
+    """Chromium whose microphone plays the bundled clip (48 kHz 16-bit WAV, looped), permission granted."""
+    import soundfile as sf
+
+    from hf_prunable_ctc.data.audio import load_audio
+
+    wav = tmp_path / "microphone.wav"
+    sf.write(wav, load_audio(CLIP, 48000), 48000, subtype="PCM_16")
+    yield from start_browser(tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                             f"--use-file-for-fake-audio-capture={wav}")
+
+
+def stream_state(driver):
+    """(partial transcript, status line) of the microphone tab."""
+    return tuple(driver.find_element("css selector", f"#{elem_id} textarea").get_attribute("value") or ""
+                 for elem_id in ("stream-transcript", "stream-status"))
+
+
+def wait_for_stream(driver, condition, what: str, timeout_s: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda d: condition(*stream_state(d)))
+    except Exception as error:
+        raise AssertionError(f"timed out waiting for {what}; the tab shows {stream_state(driver)}") from error
+
+
+def chunks(status: str) -> int:
+    return int(status.split(" chunks of ")[0].rsplit(" ", 1)[1]) if " chunks of " in status else 0
+
+
+def test_microphone_stream_grows_and_follows_the_slider(streaming_app_url, microphone_browser):
+    from selenium.webdriver.common.keys import Keys
+
+    driver = microphone_browser
+    driver.get(streaming_app_url)
+    wait_until(driver, lambda d: [t for t in d.find_elements("css selector", "button[role=tab]")
+                                  if "Stream" in t.text], "the microphone tab")
+    next(t for t in driver.find_elements("css selector", "button[role=tab]") if "Stream" in t.text).click()
+    wait_until(driver, lambda d: d.find_elements("css selector", "#microphone button.record-button"),
+               "the record button")
+    driver.find_element("css selector", "#microphone button.record-button").click()
+
+    wait_for_stream(driver, lambda text, status: chunks(status) >= 3 and "depth 4 of 4" in status,
+                    "three chunks at full depth")
+    early_text, early_status = stream_state(driver)
+    driver.find_element("css selector", "#stream-depth input[type=range]").send_keys(Keys.HOME)
+    wait_for_stream(driver, lambda text, status: "last chunk: depth 1 of 4" in status
+                    and chunks(status) >= chunks(early_status) + 3, "three more chunks at depth 1")
+    late_text, late_status = stream_state(driver)
+    assert late_text.startswith(early_text.rstrip()) and len(late_text) > len(early_text)
+
+    driver.find_element("css selector", "#microphone button.stop-button").click()
+    wait_for_stream(driver, lambda text, status: status.startswith("final"), "the final transcript")
+    final_text, final_status = stream_state(driver)
+    assert final_text.startswith(late_text.rstrip())
+    runs = final_status.split("depth per chunk: ")[1].split(" · ")[0]
+    assert runs.startswith("4×") and runs.endswith(tuple(f", 1×{n}" for n in range(3, 1000)))

@@ -82,7 +82,8 @@ def test_numpy_front_end_equals_the_feature_extractor(folder):
     assert max(differences) <= 2.5e-3 and np.mean(differences) <= 2.5e-4
 
 
-RUN_WITHOUT_TORCH = textwrap.dedent("""
+# The start of a script run in a process where torch and transformers cannot be imported.
+WITHOUT_TORCH = textwrap.dedent("""
     import importlib.abc, json, sys
 
     class NotInstalled(importlib.abc.MetaPathFinder):  # as on a device where neither is installed
@@ -91,6 +92,9 @@ RUN_WITHOUT_TORCH = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r}")
 
     sys.meta_path.insert(0, NotInstalled())
+""")
+
+RUN_WITHOUT_TORCH = WITHOUT_TORCH + textwrap.dedent("""
     from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
 
     folder, files = sys.argv[1], sys.argv[2:]

@@ -231,16 +231,23 @@ def test_subsampling_streams_exactly(subsampling, frames):
     assert torch.allclose(streamed, whole, atol=1e-5)
 
 
-def test_features_stream_exactly():
-    extractor = global_cmvn_extractor(80)
-    audio = random_audio(2.0)
-    whole = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features[0]
-    features = StreamingFeatures(extractor)
+def accept_in_odd_pieces(features, audio):
+    """What `features.accept` returns for `audio` fed in pieces of random sizes around the 10 ms hop and 25 ms
+    window (seeded), one output per piece."""
     rng, position, pieces = np.random.RandomState(0), 0, []
     while position < len(audio):
         size = int(rng.choice([1, 7, 159, 160, 161, 399, 400, 1000]))
         pieces.append(features.accept(audio[position:position + size]))
         position += size
+    return pieces
+
+
+def test_features_stream_exactly():
+    extractor = global_cmvn_extractor(80)
+    audio = random_audio(2.0)
+    whole = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features[0]
+    features = StreamingFeatures(extractor)
+    pieces = accept_in_odd_pieces(features, audio)
     streamed = torch.cat(pieces)
     assert streamed.shape == whole.shape == (extractor.num_frames(len(audio)), 80)
     assert torch.allclose(streamed, whole, atol=1e-4)

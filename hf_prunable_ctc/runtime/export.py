@@ -17,6 +17,17 @@ without reloading. ``runtime.json`` lists the graphs and what the runtime needs 
 intermediate-CTC layers, pruning schedule, blank id); ``front_end.npz`` holds the feature extractor's window and mel
 filters, so features can be computed without torch or transformers.
 
+**Streaming** (every-depth folder of a model that can stream, see `streaming_unavailable`): the folder also holds
+the graphs `runtime.onnx_streaming.OnnxStreamingRecognizer` runs one attention chunk at a time, with the caches as
+plain inputs and outputs: ``layer_01_chunk.onnx`` ... (a chunk's hidden states, its first position, the layer's
+cached keys and values, growing until the recogniser trims them to the left context, and a causal conformer's
+convolution state -> the chunk's hidden states and the extended caches), ``front_end_chunk_conv_1.onnx`` ... (one
+subsampling convolution on the frames it has complete; the recogniser keeps the frames each has not consumed) and
+``front_end_chunk_projection.onnx``; ``head.onnx`` and ``conditioning.onnx`` serve both. The weights of every graph
+then go to one ``weights.bin`` (ONNX external data), each stored once, so a layer's chunk graph and its
+full-utterance graph read the same bytes. `streaming` chooses: None (default) writes them whenever the model and
+its feature extractor can stream and the export is float32, True requires them, False leaves them out.
+
 **One depth** (`depth=k`): ``out_dir/model.onnx`` with inputs ``input_features`` float32 ``(batch, frames, num_mel_bins)`` and
 ``attention_mask`` int32 ``(batch, frames)`` (what the feature extractor returns, so
 ``session.run(None, dict(extractor(audio, return_tensors="np")))`` works as is), and outputs ``logits`` float32
@@ -39,7 +50,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..hub.output_folder import write_output_folder
@@ -53,6 +66,10 @@ OUTPUT_NAMES = ["logits", "output_lengths"]
 RUNTIME_FILE = "runtime.json"
 FRONT_END_TABLES = "front_end.npz"
 RUNTIME_FORMAT = "hf-prunable-ctc-onnx-layers"
+SHARED_WEIGHTS = "weights.bin"
+# Tensors smaller than this stay inside their graph: sharing them saves nothing, and the constants of a graph's own
+# arithmetic (shapes, scales) are that small.
+SHARED_WEIGHTS_MIN_BYTES = 1024
 
 
 class _ExportedForward(nn.Module):
@@ -76,6 +93,7 @@ def export_onnx(
     check: bool = True,
     calibration_data: str | os.PathLike | None = None,
     calibration_utterances: int = CALIBRATION_UTTERANCES,
+    streaming: bool | None = None,
 ) -> dict[str, Any]:
     """Export the model in `model_dir`, pruned to `depth` layers by its pruning schedule, to ONNX.
 
@@ -97,16 +115,23 @@ def export_onnx(
         calibration_utterances: utterances of `calibration_data` to calibrate on, spread evenly over it; each is
             run alone (batch 1), through every depth of the folder, each graph on what the float graphs before it
             produce.
+        streaming: write the streaming graphs into the every-depth folder (see the module docstring): None writes
+            them when `streaming_unavailable` finds no reason not to, True raises `ValueError` with that reason,
+            False never writes them.
 
     Returns:
         ``{"path": str, "depth": int | None, "quantize": str | None, "size_bytes": int, "max_abs_diff": float |
-        None}``: `path` is ``model.onnx`` (one depth) or the folder (every depth, `depth` None), `size_bytes` that
-        file's or all graphs' size; `max_abs_diff` is over the valid (unpadded) output frames of the logits (the
-        largest over the schedule's depths for the folder).
+        None, "streaming": bool, "streaming_max_abs_diff": float | None}``: `path` is ``model.onnx`` (one depth) or
+        the folder (every depth, `depth` None), `size_bytes` that file's or all graphs' size (with the shared
+        weights); `max_abs_diff` is over the valid (unpadded) output frames of the logits (the largest over the
+        schedule's depths for the folder); `streaming` says whether the streaming graphs were written and
+        `streaming_max_abs_diff` is the largest difference between their streamed logits and PyTorch's
+        chunk-masked forward over the schedule's depths (`compare_streaming_with_pytorch`).
 
     Raises:
         ValueError: unknown `quantize`, `depth` outside the model's depths, ``"int8-static"`` without
-            `calibration_data` (or with one holding no audio), `calibration_data` with another `quantize`.
+            `calibration_data` (or with one holding no audio), `calibration_data` with another `quantize`,
+            ``streaming=True`` with `depth` or for a model that cannot stream.
         OutputFolderError (a ValueError): `out_dir` holds files this package did not write, or is `model_dir`.
         ImportError: onnx/onnxruntime/onnxscript missing (the message names the pip command).
     """
@@ -118,6 +143,8 @@ def export_onnx(
                          "corpora/synth-6h-v2/validation")
     if quantize != "int8-static" and calibration_data is not None:
         raise ValueError(f"calibration_data is used by quantize='int8-static' only, got quantize={quantize!r}")
+    if streaming and depth is not None:
+        raise ValueError("the streaming graphs belong to the every-depth folder: export without depth")
     _require_onnx()
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
@@ -127,8 +154,12 @@ def export_onnx(
     if depth is not None and depth != model.config.num_hidden_layers:
         model.prune_to(depth)  # raises ValueError naming the allowed depths
     out_dir = Path(out_dir)
-    max_abs_diff = None
+    max_abs_diff = streaming_max_abs_diff = None
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    no_streaming = streaming_unavailable(model.config, extractor, quantize)
+    if streaming and no_streaming:
+        raise ValueError(f"no streaming graphs for this model: {no_streaming}")
+    streaming = depth is None and streaming is not False and no_streaming is None
     waveforms = None
     if quantize == "int8-static":  # before anything is written: a bad folder is refused first
         from .quantization import calibration_waveforms
@@ -136,15 +167,18 @@ def export_onnx(
         waveforms = calibration_waveforms(calibration_data, calibration_utterances, extractor.sampling_rate)
 
     def fill(staging: str) -> None:
-        nonlocal max_abs_diff
+        nonlocal max_abs_diff, streaming_max_abs_diff
         staging = Path(staging)
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(staging)
         extractor.save_pretrained(staging)
         batch = _example_batch(model.config.num_mel_bins, (257, 123), 1)
         if depth is None:
-            write_every_depth(model, extractor, staging, opset, quantize, waveforms)
+            write_every_depth(model, extractor, staging, opset, quantize, waveforms, streaming=streaming)
             if check:
                 max_abs_diff = compare_folder_with_pytorch(staging, model, batch)
+                if streaming:
+                    streaming_max_abs_diff = compare_streaming_with_pytorch(staging, model, batch[0][:1],
+                                                                            extractor.sampling_rate)
             return
         float_path = staging / ("model_fp32.onnx" if quantize else "model.onnx")
         write_onnx(model, float_path, opset)
@@ -161,12 +195,14 @@ def export_onnx(
 
     files = write_output_folder(str(out_dir), fill, sources=[str(model_dir)])
     if depth is None:
-        size = sum((out_dir / name).stat().st_size for name in files if name.endswith(".onnx"))
+        size = sum((out_dir / name).stat().st_size for name in files
+                   if name.endswith(".onnx") or name == SHARED_WEIGHTS)
         return {"path": str(out_dir), "depth": None, "quantize": quantize, "size_bytes": size,
-                "max_abs_diff": max_abs_diff}
+                "max_abs_diff": max_abs_diff, "streaming": streaming, "streaming_max_abs_diff": streaming_max_abs_diff}
     final_path = out_dir / "model.onnx"
     return {"path": str(final_path), "depth": model.config.num_hidden_layers, "quantize": quantize,
-            "size_bytes": final_path.stat().st_size, "max_abs_diff": max_abs_diff}
+            "size_bytes": final_path.stat().st_size, "max_abs_diff": max_abs_diff, "streaming": False,
+            "streaming_max_abs_diff": None}
 
 
 class _FrontEndGraph(nn.Module):
@@ -223,9 +259,10 @@ class _ConditioningGraph(nn.Module):
 
 
 def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, quantize: str | None,
-                      calibration_waveforms: list | None = None) -> None:
+                      calibration_waveforms: list | None = None, streaming: bool = False) -> None:
     """Write the graphs of the every-depth folder, ``runtime.json`` and the front end's tables into `folder`;
-    ``"int8-static"`` calibrates on `calibration_waveforms` (1-D float arrays at the extractor's rate)."""
+    ``"int8-static"`` calibrates on `calibration_waveforms` (1-D float arrays at the extractor's rate); with
+    `streaming`, also the streaming graphs, and every graph's weights into the shared ``weights.bin``."""
     import numpy as np
 
     config = model.config
@@ -260,7 +297,13 @@ def write_every_depth(model: nn.Module, extractor, folder: Path, opset: int, qua
         "kept_layers": list(config.kept_layers),
         "pruning_schedule": {str(k): v for k, v in model.pruning_schedule().items()},
         "inputs_to_logits_ratio": config.inputs_to_logits_ratio,
+        "streaming": None,
+        "streaming_unavailable": None if streaming else (streaming_unavailable(config, extractor, quantize)
+                                                          or "it was exported with streaming=False"),
     }
+    if streaming:
+        runtime["streaming"] = write_streaming_graphs(model, folder, opset)
+        share_weights(folder, [name for name, *_ in graphs] + runtime["streaming"]["graphs"])
     (folder / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1) + "\n")
     if quantize is not None:
         quantize_folder(folder, [name for name, *_ in graphs], quantize, calibration_waveforms)
@@ -303,6 +346,193 @@ def compare_folder_with_pytorch(folder: str | os.PathLike, model: nn.Module,
                                  f"{expected.output_lengths.tolist()} ({options})")
         valid = torch.arange(expected.logits.shape[1])[None, :] < expected.output_lengths[:, None]
         worst = max(worst, float((torch.from_numpy(logits) - expected.logits).abs()[valid].max()))
+    return worst
+
+
+# --- streaming graphs ---------------------------------------------------------------------------------------
+
+def streaming_unavailable(config, extractor, quantize: str | None = None) -> str | None:
+    """Why the every-depth folder of this model gets no streaming graphs (`chunked_stream.streaming_problems`, and
+    the streaming graphs are float32 only), or None when it can have them."""
+    from .chunked_stream import streaming_problems
+
+    problems = streaming_problems(config, extractor)
+    if quantize is not None:
+        problems.append(f"the streaming graphs are float32 only, and this export is quantize={quantize!r}")
+    return "; ".join(problems) or None
+
+
+class _LayerChunkGraph(nn.Module):
+    """One encoder layer on one streamed chunk (`forward_chunk`): (hidden, [start], key_cache, value_cache,
+    [conv_cache]) -> (hidden_out, key_out, value_out, [conv_out]). `start` (the chunk's first position) only for
+    rotary positions, the convolution state only for a conformer."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.encoder, self.index = model.model, index
+        self.rotary = model.config.position_embedding_type == "rotary"
+        self.convolution = model.config.encoder_type == "conformer"
+
+    def forward(self, hidden: torch.Tensor, *caches: torch.Tensor):
+        start, caches = (caches[0], caches[1:]) if self.rotary else (0, caches)
+        rotary = self.encoder.rotary(hidden.shape[1], hidden.dtype, start=start)
+        conv_cache = caches[2] if self.convolution else None
+        hidden, (key, value), conv_cache = self.encoder.layers[self.index - 1].forward_chunk(
+            hidden, rotary, (caches[0], caches[1]), conv_cache)
+        return (hidden, key, value) + ((conv_cache,) if self.convolution else ())
+
+
+class _SubsamplingConvChunkGraph(nn.Module):
+    """One convolution of the front end on frames that are all there (no padding in time, as in
+    `ConvSubsampling.forward_chunk`): (batch, channels, [freq,] frames) -> GELU of its output."""
+
+    def __init__(self, conv: nn.Module, two_dimensional: bool):
+        super().__init__()
+        self.conv, self.two_dimensional = conv, two_dimensional
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if self.two_dimensional:
+            out = F.conv2d(window, conv.weight, conv.bias, stride=conv.stride, padding=(conv.padding[0], 0))
+        else:
+            out = F.conv1d(window, conv.weight, conv.bias, stride=conv.stride)
+        return F.gelu(out)
+
+
+class _SubsamplingProjectionChunkGraph(nn.Module):
+    """The front end after its convolutions, on streamed frames: (batch, channels, [freq,] frames[, start]) ->
+    (batch, frames, hidden), with the absolute positions `start ..` added for a model that has them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.subsampling = model.model.subsampling
+
+    def forward(self, hidden: torch.Tensor, *start: torch.Tensor) -> torch.Tensor:
+        subsampling = self.subsampling
+        if subsampling.two_dimensional:
+            batch, channels, freq, frames = hidden.shape
+            hidden = hidden.reshape(batch, channels * freq, frames)
+        hidden = subsampling.projection(hidden.transpose(1, 2))
+        if subsampling.position_embeddings is not None:
+            # Gathered, not sliced: a slice from a tensor start would be traced as a constant.
+            positions = start[0] + torch.arange(hidden.shape[1], dtype=torch.long)
+            hidden = hidden + subsampling.position_embeddings(positions)[None]
+        return hidden
+
+
+def write_streaming_graphs(model: nn.Module, folder: Path, opset: int) -> dict[str, Any]:
+    """Write the streaming graphs of `model` into `folder`; returns what `OnnxStreamingRecognizer` reads of them
+    (``runtime.json``'s ``"streaming"``)."""
+    config, subsampling = model.config, model.model.subsampling
+    rotary, conformer = config.position_embedding_type == "rotary", config.encoder_type == "conformer"
+    heads = config.num_attention_heads
+    head_dim, width = config.hidden_size // heads, config.hidden_size
+    frame_shapes = _subsampling_frame_shapes(config, subsampling)
+    conv_files = [f"front_end_chunk_conv_{i}.onnx" for i in range(1, len(subsampling.convs) + 1)]
+    for name, conv, shape in zip(conv_files, subsampling.convs, frame_shapes):
+        window = torch.randn((1,) + tuple(shape) + (9,))
+        axes = {"window": {len(shape) + 1: "frames"}, "output": {len(shape) + 1: "frames_out"}}
+        _trace_to_onnx(_SubsamplingConvChunkGraph(conv, subsampling.two_dimensional).eval(), (window,), folder / name,
+                       ["window"], ["output"], axes, opset)
+    projection_file = "front_end_chunk_projection.onnx"
+    example = (torch.randn((1,) + tuple(frame_shapes[-1]) + (3,)),)
+    absolute = subsampling.position_embeddings is not None
+    example += (torch.tensor(5),) if absolute else ()
+    _trace_to_onnx(_SubsamplingProjectionChunkGraph(model).eval(), example, folder / projection_file,
+                   ["hidden"] + (["start"] if absolute else []), ["hidden_out"],
+                   {"hidden": {len(frame_shapes[-1]) + 1: "frames"}, "hidden_out": {1: "frames"}}, opset)
+    cache = torch.randn(1, heads, 6, head_dim)
+    inputs = ["hidden"] + (["start"] if rotary else []) + ["key_cache", "value_cache"] + (
+        ["conv_cache"] if conformer else [])
+    outputs = ["hidden_out", "key_out", "value_out"] + (["conv_out"] if conformer else [])
+    example = (torch.randn(1, 5, width),) + ((torch.tensor(7),) if rotary else ()) + (cache, cache.clone())
+    conv_cache_frames = config.conv_kernel_size - 1 if conformer else 0
+    example += (torch.randn(1, width, conv_cache_frames),) if conformer else ()
+    axes = {"hidden": {1: "frames"}, "hidden_out": {1: "frames"}, "key_cache": {2: "cached"},
+            "value_cache": {2: "cached"}, "key_out": {2: "cached_out"}, "value_out": {2: "cached_out"}}
+    layer_files = [f"layer_{index:02d}_chunk.onnx" for index in range(1, config.num_hidden_layers + 1)]
+    for index, name in enumerate(layer_files, start=1):
+        _trace_to_onnx(_LayerChunkGraph(model, index).eval(), example, folder / name, inputs, outputs, axes, opset)
+    return {
+        "version": 1, "layers": layer_files, "front_end_convs": conv_files, "front_end_projection": projection_file,
+        "graphs": conv_files + [projection_file] + layer_files,
+        "strides": list(subsampling.strides), "frame_shapes": [list(shape) for shape in frame_shapes],
+        "hidden_size": width, "num_attention_heads": heads, "head_dim": head_dim,
+        "conv_cache_frames": conv_cache_frames, "rotary": rotary,
+        "max_positions": config.max_position_embeddings if absolute else None,
+        "chunk_size": config.chunk_size, "left_chunks": config.left_chunks,
+    }
+
+
+def _subsampling_frame_shapes(config, subsampling: nn.Module) -> list[tuple[int, ...]]:
+    """The shape of one input frame of each front-end convolution, then of the projection's input, batch and time
+    left out: ``(channels,)``, or ``(channels, freq)`` for conv2d."""
+    shapes, freq = [], config.num_mel_bins
+    for conv in subsampling.convs:
+        shapes.append((conv.in_channels, freq) if subsampling.two_dimensional else (conv.in_channels,))
+        if subsampling.two_dimensional:
+            freq = (freq + 1) // 2
+    last = subsampling.convs[-1].out_channels
+    shapes.append((last, freq) if subsampling.two_dimensional else (last,))
+    return shapes
+
+
+def share_weights(folder: Path, graph_files: list[str], weights_file: str = SHARED_WEIGHTS) -> None:
+    """Move the weights of `graph_files` into one external-data file, each distinct tensor stored once: a layer's
+    chunk graph and its full-utterance graph hold the same weights (traced from the same parameters, by content
+    whatever the exporter named them), so the streaming graphs add only their own small constants."""
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    stored: dict[bytes, tuple[int, int]] = {}
+    with open(folder / weights_file, "wb") as out:
+        for name in graph_files:
+            graph = onnx.load(str(folder / name))
+            for tensor in _graph_tensors(graph.graph):
+                if not tensor.HasField("raw_data") or len(tensor.raw_data) < SHARED_WEIGHTS_MIN_BYTES:
+                    continue
+                key = hashlib.sha256(tensor.raw_data).digest()
+                if key not in stored:
+                    out.write(b"\0" * (-out.tell() % 64))  # aligned, so a runtime may map the tensors in place
+                    stored[key] = (out.tell(), len(tensor.raw_data))
+                    out.write(tensor.raw_data)
+                set_external_data(tensor, weights_file, *stored[key])
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                tensor.ClearField("raw_data")
+            onnx.save(graph, str(folder / name))
+
+
+def _graph_tensors(graph):
+    """The initializers and constant-node tensors of an ONNX graph."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+
+
+def compare_streaming_with_pytorch(folder: str | os.PathLike, model: nn.Module, features: torch.Tensor,
+                                   sampling_rate: int, chunk_size: int = 4, left_chunks: int = 2) -> float:
+    """Max |logits_onnx - logits_torch| of one utterance's `features` ``(1, frames, bins)`` streamed through the
+    folder's streaming graphs (`OnnxStreamingRecognizer`, in chunks of `chunk_size` output frames with
+    `left_chunks` of left context) against PyTorch's chunk-masked forward on the whole utterance, at every depth of
+    the model's pruning schedule (`features` at the extractor's `sampling_rate`)."""
+    from .onnx_streaming import OnnxStreamingRecognizer
+
+    frame_ms = 1000 * model.config.inputs_to_logits_ratio / sampling_rate
+    recognizer = OnnxStreamingRecognizer(folder, chunk_ms=chunk_size * frame_ms, left_chunks=left_chunks)
+    worst = 0.0
+    for layers in model.pruning_schedule().values():
+        with torch.no_grad():
+            expected = model(features, layers=layers, chunk_size=chunk_size, left_chunks=left_chunks).logits[0]
+        recognizer.reset()
+        recognizer._feed(features[0].numpy(), final=True, depth={"layers": layers})
+        streamed = recognizer.logits[0]
+        if streamed.shape != tuple(expected.shape):
+            raise AssertionError(f"streamed logits {streamed.shape} != PyTorch {tuple(expected.shape)} ({layers})")
+        worst = max(worst, float(np.abs(streamed - expected.numpy()).max()))
     return worst
 
 

@@ -7,6 +7,8 @@
     asr.transcribe(samples, sampling_rate=8000, num_layers=4)
     asr.transcribe([a, b], early_exit_threshold=0.9)         # a list in, a list out; "depth": where each stopped
     asr.transcribe("speech.flac", rtf_budget=0.01)           # the deepest depth within 0.01 s per audio second
+    asr.transcribe("lecture.flac")                           # over 20 s: overlapping 20-s chunks, as the pipeline
+    asr.transcribe("lecture.flac", chunk_length_s=10, stride_length_s=(1, 2))   # or chunk_length_s=0: one pass
 
 Imports numpy, onnxruntime, soundfile and soxr only (and soxr only for audio at another rate): what a device
 installs. The front end computes the package's feature extractor's Kaldi fbank and utterance CMVN (or, for
@@ -14,6 +16,11 @@ Whisper-initialised models, Whisper's log-mel) in numpy from the window and mel 
 (``front_end.npz``); the graphs run in sequence, front end, the layers
 asked for, head, so one folder serves every depth; decoding is the package's `CTCTextDecoder`, read from the
 tokenizer's files. Logits, and so transcripts, equal PyTorch's at every depth and with early exit.
+
+A recording longer than `chunk_length_s` (20 s by default) is cut into overlapping chunks, run one batch of chunks
+at a time, with the logits of their stride regions dropped before one CTC decode, exactly as Transformers' ASR
+pipeline cuts audio for CTC models: memory is that of a chunk, whatever the length, and the transcript is
+`prunable_asr_pipeline`'s with the same `chunk_length_s` and `stride_length_s`.
 
 `rtf_budget` runs the deepest depth of the folder's pruning schedule whose real-time factor (seconds of compute per
 audio second) is within it, from the instance's `latency_profile`: given to the constructor, or measured by
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +49,8 @@ PREEMPHASIS = 0.97
 MEL_FLOOR = 1.192092955078125e-07
 KALDI_SCALE = 2**15
 CONSTANT_BIN_STD = 1e-4
+# Recordings longer than this are transcribed in overlapping chunks (`OnnxPrunableCTC.transcribe`).
+DEFAULT_CHUNK_LENGTH_S = 20.0
 
 
 class NumpyFrontEnd:
@@ -313,8 +323,9 @@ class OnnxPrunableCTC:
 
     def transcribe(self, audio: AudioSource | np.ndarray | list, sampling_rate: int | None = None,
                    num_layers: int | None = None, layers: Sequence[int] | None = None,
-                   early_exit_threshold: float | None = None, rtf_budget: float | None = None
-                   ) -> dict[str, Any] | list[dict[str, Any]]:
+                   early_exit_threshold: float | None = None, rtf_budget: float | None = None,
+                   chunk_length_s: float | None = DEFAULT_CHUNK_LENGTH_S,
+                   stride_length_s: float | Sequence[float] | None = None) -> dict[str, Any] | list[dict[str, Any]]:
         """``{"text": str, "depth": int}`` for one recording, a list of them for a list (run as one batch).
 
         Args:
@@ -324,7 +335,24 @@ class OnnxPrunableCTC:
             num_layers, layers, early_exit_threshold: the depth, as in `PrunableCTCForCTC.forward`.
             rtf_budget: seconds of compute per audio second (> 0): run the schedule's depth `depth_for_budget`
                 picks. At most one of num_layers, layers, early_exit_threshold and rtf_budget; "depth" in the
-                result is the number of layers run (the exit layer with early exit).
+                result is the number of layers run (with early exit, the deepest exit layer of its chunks).
+            chunk_length_s: a recording longer than this is cut into overlapping chunks of this many seconds, as
+                Transformers' ASR pipeline does for CTC models with the same argument: each chunk gets its own
+                features (utterance CMVN over the chunk) and runs alone, the logits of its stride regions are
+                dropped, and the rest of every chunk is joined and decoded once. So the transcript is the one
+                `prunable_asr_pipeline(...)(audio, chunk_length_s=..., stride_length_s=...)` gives, and memory
+                stays that of one chunk however long the recording (one pass needs attention memory quadratic in
+                the length: 10 minutes do not fit in a device's memory). The default, 20 s, chunks only what is
+                longer: a recording of up to 20 s is one chunk, whose transcript is the one-pass transcript. 0 (or
+                None, as in the pipeline) runs every recording in one pass.
+            stride_length_s: seconds of context on each side of a chunk whose logits are dropped: one number for
+                both sides or ``(left, right)``; default ``chunk_length_s / 6``, as in the pipeline. Left plus
+                right must be shorter than the chunk, so that each chunk moves the audio on.
+
+        With chunking, the depth options hold for every chunk: with `early_exit_threshold` each chunk stops at its
+        own layer, as in the pipeline; the result then also holds ``"exit_depths"``, the exit layer of each chunk
+        (one entry for a recording of one chunk), and "depth" is the deepest of them. A list of recordings runs
+        as batches of as many chunks as there are recordings.
         """
         given = sorted(name for name, value in (("num_layers", num_layers), ("layers", layers),
                                                 ("early_exit_threshold", early_exit_threshold),
@@ -332,21 +360,132 @@ class OnnxPrunableCTC:
         if len(given) > 1:
             raise ValueError(f"give at most one of num_layers, layers, rtf_budget, early_exit_threshold per call, "
                              f"got {given}")
+        chunking = self.chunking(chunk_length_s, stride_length_s)  # before any audio is decoded
         if rtf_budget is not None:
             layers = self.pruning_schedule[self.depth_for_budget(rtf_budget)]
         single = not isinstance(audio, list)
         waveforms = [self._waveform(item, sampling_rate) for item in ([audio] if single else audio)]
-        features, mask = self.front_end(waveforms)
-        logits, lengths, depths = self.logits(features, mask, num_layers, layers, early_exit_threshold)
-        results = [{"text": self.decode(row[:n].argmax(-1)), "depth": int(depth)}
-                   for row, n, depth in zip(logits, lengths, depths)]
+        pieces = [(index, piece) for index, waveform in enumerate(waveforms)
+                  for piece in chunk_pieces(len(waveform), chunking)]
+        tokens, depths = [[] for _ in waveforms], [[] for _ in waveforms]
+        # As many chunks at a time as recordings were given: a list runs as one batch while no recording needs
+        # chunking, and one long recording runs a chunk at a time, so memory is that of one batch of chunks.
+        for start in range(0, len(pieces), len(waveforms)):
+            batch = pieces[start:start + len(waveforms)]
+            features, mask = self.front_end([waveforms[index][piece.start:piece.end] for index, piece in batch])
+            logits, lengths, batch_depths = self.logits(features, mask, num_layers, layers, early_exit_threshold)
+            for (index, piece), row, n, depth in zip(batch, logits, lengths, batch_depths):
+                tokens[index].append(piece.kept(row[:n].argmax(-1)))
+                depths[index].append(int(depth))
+        results = [self._result(ids, chunk_depths, early_exit_threshold is not None)
+                   for ids, chunk_depths in zip(tokens, depths)]
         return results[0] if single else results
+
+    def chunking(self, chunk_length_s: float | None, stride_length_s: float | Sequence[float] | None
+                 ) -> Chunking | None:
+        """The chunk and strides in samples that `transcribe` cuts recordings with, or None for one pass;
+        `ValueError` for arguments the pipeline would refuse or that cannot cut audio."""
+        if chunk_length_s is None or _checked_seconds("chunk_length_s", chunk_length_s) == 0:
+            return None
+        if stride_length_s is None:
+            stride_length_s = chunk_length_s / 6
+        pair = isinstance(stride_length_s, (list, tuple, np.ndarray))
+        strides = list(stride_length_s) if pair else [stride_length_s] * 2
+        if len(strides) != 2:
+            raise ValueError(f"stride_length_s must be one number or (left, right), got {stride_length_s!r}")
+        left_s, right_s = (_checked_seconds("stride_length_s", side) for side in strides)
+        align_to = self.config.get("inputs_to_logits_ratio")
+        if align_to is None:
+            raise ValueError(f"{self.folder}/runtime.json has no inputs_to_logits_ratio, which chunking needs: "
+                             "export the folder again, or give chunk_length_s=0")
+        return Chunking.in_samples(chunk_length_s, left_s, right_s, self.front_end.sampling_rate, int(align_to))
+
+    def _result(self, tokens: list[np.ndarray], depths: list[int], early_exit: bool) -> dict[str, Any]:
+        result = {"text": self.decode(np.concatenate(tokens)), "depth": max(depths)}
+        if early_exit:
+            result["exit_depths"] = depths
+        return result
 
     def _waveform(self, item, sampling_rate: int | None) -> np.ndarray:
         target = self.front_end.sampling_rate
         if isinstance(item, np.ndarray):
             return load_audio({"array": item, "sampling_rate": sampling_rate or target}, sampling_rate=target)
         return load_audio(item, sampling_rate=target)
+
+
+# --- long audio in chunks, as Transformers' ASR pipeline cuts it for CTC models --------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Chunk length and the strides dropped on its left and right, in samples, each a whole number of output
+    frames (`align_to` samples per logit frame)."""
+
+    length: int
+    left: int
+    right: int
+    align_to: int
+
+    @classmethod
+    def in_samples(cls, chunk_length_s: float, left_s: float, right_s: float, sampling_rate: int,
+                   align_to: int) -> Chunking:
+        # The pipeline's rounding (`AutomaticSpeechRecognitionPipeline.preprocess`), so chunks cut the same audio.
+        def samples(seconds):
+            return int(round(seconds * sampling_rate / align_to) * align_to)
+
+        chunking = cls(samples(chunk_length_s), samples(left_s), samples(right_s), align_to)
+        if chunking.length <= chunking.left + chunking.right:
+            raise ValueError(
+                f"stride_length_s (left {left_s:g} s + right {right_s:g} s) must be shorter than chunk_length_s "
+                f"({chunk_length_s:g} s), rounded to output frames of {align_to / sampling_rate * 1000:g} ms: "
+                "each chunk must move the audio on (a stride under half the chunk, e.g. the default chunk / 6)")
+        return chunking
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One chunk of a recording: its samples ``[start, end)``, the samples of stride on each side whose logits are
+    dropped, and the samples per output frame (None: a recording in one pass, whose logits are all kept)."""
+
+    start: int
+    end: int
+    left: int = 0
+    right: int = 0
+    align_to: int | None = None
+
+    def kept(self, tokens: np.ndarray) -> np.ndarray:
+        """The frames of this chunk's `tokens` outside its strides, as the pipeline keeps them: the chunk counted
+        as ``round(samples / align_to)`` frames and the strides rescaled to them (`rescale_stride`)."""
+        if self.align_to is None:
+            return tokens
+        samples = self.end - self.start
+        frames = int(round(samples * (1 / self.align_to)))
+        left, right = int(round(self.left / samples * frames)), int(round(self.right / samples * frames))
+        return tokens[left:frames - right]
+
+
+def chunk_pieces(num_samples: int, chunking: Chunking | None) -> list[Piece]:
+    """The chunks `transformers.pipelines.automatic_speech_recognition.chunk_iter` cuts `num_samples` of audio
+    into; without chunking, or for empty audio (which the pipeline runs unchunked), the whole recording."""
+    if chunking is None or num_samples == 0:
+        return [Piece(0, num_samples)]
+    pieces, step = [], chunking.length - chunking.left - chunking.right
+    for start in range(0, num_samples, step):
+        end = min(start + chunking.length, num_samples)
+        is_last = start + chunking.length >= num_samples
+        left, right = (0 if start == 0 else chunking.left), (0 if is_last else chunking.right)
+        if end - start > left:  # a last chunk inside the previous one's right stride adds no frame
+            pieces.append(Piece(start, end, left, right, chunking.align_to))
+        if is_last:
+            break
+    return pieces
+
+
+def _checked_seconds(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            value >= 0) or value == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _checked_threshold(threshold) -> float:

@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from transformers import AutoProcessor
 
 from ..configuration_prunable_ctc import check_attention_chunk
-from ..early_exit import check_threshold, exit_layers, max_posterior_confidence
+from ..early_exit import check_threshold, max_posterior_confidence
 from ..feature_extraction_prunable_ctc import HOP_LENGTH, WIN_LENGTH
 from ..modeling_prunable_ctc import PrunableCTCForCTC
 from .budget import depth_for_budget, profile_latency
+from .chunked_stream import ChunkedStream
 from .ctc_text import CTCTextDecoder
 
 
@@ -89,7 +90,26 @@ class StreamingFeatures:
         return features.to(torch.float32)
 
 
-class StreamingRecognizer:
+class StreamingSubsampling:
+    """The model's convolutional front end on a stream (`ConvSubsampling.forward_chunk`): output frames as soon as
+    the feature frames they read have arrived."""
+
+    def __init__(self, model):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache, self.emitted = None, 0
+
+    def accept(self, features: torch.Tensor, final: bool = False) -> torch.Tensor:
+        encoder = self.model.model
+        features = features.to(encoder.final_norm.weight.dtype)[None]
+        hidden, self.cache = encoder.subsampling.forward_chunk(features, self.cache, final, self.emitted)
+        self.emitted += hidden.shape[1]
+        return hidden
+
+
+class StreamingRecognizer(ChunkedStream):
     """Greedy CTC transcripts of audio that arrives in pieces, one attention chunk at a time.
 
     Args:
@@ -106,7 +126,9 @@ class StreamingRecognizer:
         latency_profile: for `rtf_budget`: a profile from `hf_prunable_ctc.runtime.budget.profile_latency`,
             measured (and cached) at the first call with a budget when not given.
 
-    Only one stream at a time, batch size 1; `reset()` between utterances.
+    `accept(samples, ...)` returns the partial transcript, `finalize(...)` the final one, `reset()` starts the next
+    utterance; `logits` (``(1, frames, vocab)``), `chunk_depths` and `transcript` describe the stream so far. Only
+    one stream at a time, batch size 1.
     """
 
     def __init__(self, model, processor=None, chunk_ms: int = 640, left_chunks: Optional[int] = None,
@@ -133,159 +155,67 @@ class StreamingRecognizer:
         self.model = model.eval()
         self.chunk_frames, self.left_chunks, self.chunk_ms = int(round(frames)), left_chunks, chunk_ms
         self.features = StreamingFeatures(extractor)
+        self.front_end = StreamingSubsampling(self.model)
+        self.num_layers = len(self.model.model.layers)
+        self.interctc_layers = list(config.interctc_layers)
+        self.self_conditioning = bool(config.self_conditioning)
+        self.vocab_size = config.vocab_size
         self.decoder = CTCTextDecoder(tokenizer)
         self.latency_profile = latency_profile
         self.depth = self._checked_depth(num_layers, rtf_budget, early_exit_threshold)
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new stream: forget the audio, the caches and the transcript."""
-        layers = len(self.model.model.layers)
-        self.features.reset()
-        self.front_end_cache = None
-        self.pending = None  # front-end frames not yet in a chunk, (1, frames, hidden)
-        self.position = 0  # front-end frames put into chunks so far
-        self.emitted = 0  # front-end frames emitted so far
-        self.attention_caches: List[Any] = [None] * layers
-        self.conv_caches: List[Any] = [None] * layers
-        self.ran_last_chunk = [False] * layers
-        self.chunk_logits: List[torch.Tensor] = []
-        self.chunk_layers: List[List[int]] = []
-        self.ids: List[int] = []
-        self.finished = False
-
-    @property
-    def logits(self) -> torch.Tensor:
-        """The CTC logits of every chunk decoded so far, end to end: `(1, frames, vocab_size)`."""
-        vocab = self.model.config.vocab_size
-        return torch.cat(self.chunk_logits, dim=1) if self.chunk_logits else torch.zeros(1, 0, vocab)
-
-    @property
-    def chunk_depths(self) -> List[int]:
-        """The number of layers each chunk decoded so far ran (early exit: where it stopped)."""
-        return [len(layers) for layers in self.chunk_layers]
-
-    @property
-    def transcript(self) -> str:
-        """The greedy transcript of the chunks decoded so far."""
-        return self.decoder(np.asarray(self.ids, dtype=np.int64))
-
-    def accept(self, samples, num_layers: Optional[int] = None, rtf_budget: Optional[float] = None,
-               early_exit_threshold: Optional[float] = None) -> str:
-        """Feed the next samples (1-D float audio in [-1, 1] at the extractor's rate, any length) and decode every
-        chunk they complete; returns the partial transcript.
-
-        Args:
-            num_layers: run the first `num_layers` layers on these chunks.
-            rtf_budget: run the deepest depth whose full-utterance RTF (seconds of compute per second of audio, in
-                the latency profile) fits, with the layers the pruning schedule keeps at that depth.
-            early_exit_threshold: run the layers up to the first exit layer (intermediate CTC, or the last) where
-                the chunk's confidence reaches this value (see `hf_prunable_ctc.early_exit`).
-
-        At most one of them; none: the recogniser's default. Changing the depth between calls is allowed; see the
-        module docstring for what the layers then see.
-        """
-        if self.finished:
-            raise RuntimeError("the stream was finalized: call reset() to start a new one")
-        depth = self._checked_depth(num_layers, rtf_budget, early_exit_threshold) or self.depth
+    def _feed(self, features, final: bool, depth: Optional[dict]) -> None:
         with torch.inference_mode():
-            self._feed(self.features.accept(samples), final=False, depth=depth)
-        return self.transcript
+            super()._feed(features, final, depth)
 
-    def finalize(self, num_layers: Optional[int] = None, rtf_budget: Optional[float] = None,
-                 early_exit_threshold: Optional[float] = None) -> str:
-        """End the stream: decode the frames left (the last chunk may be shorter) and return the final transcript.
-        The depth options are those of `accept`. Call `reset()` before the next stream."""
-        if self.finished:
-            raise RuntimeError("the stream was finalized: call reset() to start a new one")
-        depth = self._checked_depth(num_layers, rtf_budget, early_exit_threshold) or self.depth
-        with torch.inference_mode():
-            self._feed(self.features.accept(np.zeros(0, dtype=np.float32)), final=True, depth=depth)
-        self.finished = True
-        return self.transcript
+    # --- the model ------------------------------------------------------------------------------------------------
 
-    def _checked_depth(self, num_layers, rtf_budget, early_exit_threshold) -> Optional[dict]:
-        """The depth options of a call as `{"layers": [...]}` or `{"threshold": t}`, or None when none is given."""
-        given = [name for name, value in (("num_layers", num_layers), ("rtf_budget", rtf_budget),
-                                          ("early_exit_threshold", early_exit_threshold)) if value is not None]
-        if len(given) > 1:
-            raise ValueError(f"give at most one of num_layers, rtf_budget, early_exit_threshold, got {given}")
-        if early_exit_threshold is not None:
-            return {"threshold": check_threshold(early_exit_threshold)}
-        if rtf_budget is not None:
-            if self.latency_profile is None:
-                self.latency_profile = profile_latency(self.model)
-            depth = depth_for_budget(self.model, rtf=rtf_budget, profile=self.latency_profile)
-            return {"layers": self.model.pruning_schedule()[depth]}
-        if num_layers is not None:
-            return {"layers": self.model.model.layers_to_run(num_layers=num_layers)}
-        return None
+    def _layer(self, index: int, hidden, start: int, caches: tuple) -> tuple:
+        keys, values, conv = caches
+        rotary = self.model.model.rotary(hidden.shape[1], hidden.dtype, hidden.device, start=start)
+        hidden, (keys, values), conv = self.model.model.layers[index - 1].forward_chunk(hidden, rotary,
+                                                                                        (keys, values), conv)
+        return hidden, (keys, values, conv)
 
-    def _feed(self, features: torch.Tensor, final: bool, depth: Optional[dict]) -> None:
-        encoder = self.model.model
-        features = features.to(encoder.final_norm.weight.dtype)[None]
-        hidden, self.front_end_cache = encoder.subsampling.forward_chunk(features, self.front_end_cache, final,
-                                                                         self.emitted)
-        self.emitted += hidden.shape[1]
-        self.pending = hidden if self.pending is None else torch.cat((self.pending, hidden), dim=1)
-        while self.pending.shape[1] >= self.chunk_frames or (final and self.pending.shape[1] > 0):
-            chunk, self.pending = self.pending[:, :self.chunk_frames], self.pending[:, self.chunk_frames:]
-            self._decode_chunk(chunk, depth or {"layers": list(range(1, len(encoder.layers) + 1))})
-
-    def _decode_chunk(self, hidden: torch.Tensor, depth: dict) -> None:
-        """Run one chunk `(1, frames, hidden)` through the layers `depth` names (or up to its early exit), update
-        the caches and append its logits and greedy ids."""
-        model, encoder, config = self.model, self.model.model, self.model.config
-        threshold = depth.get("threshold")
-        run = depth["layers"] if threshold is None else list(range(1, len(encoder.layers) + 1))
-        exits = set(exit_layers(config)) if threshold is not None else set()
-        rotary = encoder.rotary(hidden.shape[1], hidden.dtype, hidden.device, start=self.position)
-        ran, logits = [], None
-        for position, index in enumerate(run):
-            hidden, logits = self._run_layer(index, hidden, rotary), None
-            ran.append(index)
-            if position == len(run) - 1:
-                break
-            if index in exits:
-                logits = model.logits_from_hidden_state(hidden)
-                lengths = torch.tensor([hidden.shape[1]], device=hidden.device)
-                if float(max_posterior_confidence(logits, lengths, config.pad_token_id)[0]) >= threshold:
-                    break
-            if config.self_conditioning and index in config.interctc_layers:
-                # As the full forward does: intermediate-CTC layers feed their posteriors to the next layer.
-                logits = model.logits_from_hidden_state(hidden) if logits is None else logits
-                hidden = hidden + encoder.conditioning_projection(logits.softmax(dim=-1))
-                logits = None
-        if logits is None:
-            logits = model.logits_from_hidden_state(hidden)
-        for index in range(1, len(encoder.layers) + 1):
-            self.ran_last_chunk[index - 1] = index in ran
-        self.position += hidden.shape[1]
-        self.chunk_logits.append(logits)
-        self.chunk_layers.append(ran)
-        self.ids += logits[0].argmax(dim=-1).tolist()
-
-    def _run_layer(self, index: int, hidden: torch.Tensor, rotary) -> torch.Tensor:
-        """One layer on one chunk, with its caches (emptied first when it did not run on the previous chunk)."""
-        layer = self.model.model.layers[index - 1]
-        attention_cache, conv_cache = self.attention_caches[index - 1], self.conv_caches[index - 1]
-        if not self.ran_last_chunk[index - 1] or attention_cache is None:
-            attention_cache, conv_cache = self._empty_caches(layer, hidden)
-        hidden, attention_cache, conv_cache = layer.forward_chunk(hidden, rotary, attention_cache, conv_cache)
-        if self.left_chunks >= 0:
-            keep = self.left_chunks * self.chunk_frames
-            attention_cache = tuple(x[:, :, x.shape[2] - keep:] if keep else x[:, :, :0] for x in attention_cache)
-        self.attention_caches[index - 1], self.conv_caches[index - 1] = attention_cache, conv_cache
-        return hidden
-
-    def _empty_caches(self, layer, hidden: torch.Tensor):
-        config = self.model.config
+    def _empty_caches(self, index: int) -> tuple:
+        config, weight = self.model.config, self.model.model.final_norm.weight
         heads = config.num_attention_heads
-        empty = hidden.new_zeros(hidden.shape[0], heads, 0, config.hidden_size // heads)
-        conv = getattr(layer, "conv", None)
-        conv_cache = None if conv is None else hidden.new_zeros(hidden.shape[0], config.hidden_size,
-                                                                conv.left_padding)
-        return (empty, empty), conv_cache
+        empty = weight.new_zeros(1, heads, 0, config.hidden_size // heads)
+        conv = getattr(self.model.model.layers[index - 1], "conv", None)
+        conv_cache = None if conv is None else weight.new_zeros(1, config.hidden_size, conv.left_padding)
+        return empty, empty, conv_cache
+
+    def _head(self, hidden):
+        return self.model.logits_from_hidden_state(hidden)
+
+    def _condition(self, hidden, logits):
+        logits = self.model.logits_from_hidden_state(hidden) if logits is None else logits
+        return hidden + self.model.model.conditioning_projection(logits.softmax(dim=-1))
+
+    def _confidence(self, logits) -> float:
+        lengths = torch.tensor([logits.shape[1]], device=logits.device)
+        return float(max_posterior_confidence(logits, lengths, self.model.config.pad_token_id)[0])
+
+    def _concat(self, arrays: list):
+        return torch.cat(arrays, dim=1)
+
+    def _empty_logits(self):
+        return torch.zeros(1, 0, self.vocab_size)
+
+    # --- depths ---------------------------------------------------------------------------------------------------
+
+    def _layers_for_depth(self, num_layers: int) -> List[int]:
+        return self.model.model.layers_to_run(num_layers=num_layers)
+
+    def _layers_for_budget(self, rtf_budget: float) -> List[int]:
+        if self.latency_profile is None:
+            self.latency_profile = profile_latency(self.model)
+        depth = depth_for_budget(self.model, rtf=rtf_budget, profile=self.latency_profile)
+        return self.model.pruning_schedule()[depth]
+
+    def _check_threshold(self, threshold) -> float:
+        return check_threshold(threshold)
 
 
-__all__ = ["StreamingRecognizer", "StreamingFeatures"]
+__all__ = ["StreamingRecognizer", "StreamingFeatures", "StreamingSubsampling"]
