@@ -70,7 +70,8 @@ def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, w
     With `calls_per_turn` > 1 each turn calls a function that many times in a row and times all but the first: the
     steady cost of calling it again and again (a device transcribing stream after stream at one depth), instead of
     the cost of a call that starts on caches the other functions filled. A function that returns a number returns
-    the seconds one part of its work took (the model inside a pipeline call); their median is ``name + ":inner"``."""
+    the seconds one part of its work took (the model inside a pipeline call); their median is ``name + ":inner"``.
+    The fastest and slowest call of each are ``name + ":min"`` and ``name + ":max"``: the spread a median hides."""
     for _ in range(warmup):
         for function in functions.values():
             function()
@@ -86,6 +87,8 @@ def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, w
                     if isinstance(part, float):
                         inner[name].append(part)
     medians = {name: statistics.median(values) for name, values in times.items()}
+    medians.update({f"{name}:min": min(values) for name, values in times.items()})
+    medians.update({f"{name}:max": max(values) for name, values in times.items()})
     medians.update({f"{name}:inner": statistics.median(values) for name, values in inner.items() if values})
     return medians
 
@@ -215,6 +218,8 @@ def depth_scaling(args) -> dict:
         for k in depths:
             rows[k] = {
                 "seconds_num_layers": times[f"num_layers={k}"],
+                "seconds_num_layers_min": times[f"num_layers={k}:min"],
+                "seconds_num_layers_max": times[f"num_layers={k}:max"],
                 "seconds_pruned": times[f"pruned={k}"],
                 "measured_speedup": times[f"num_layers={num_layers}"] / times[f"num_layers={k}"],
                 "measured_speedup_pruned": times[f"pruned={num_layers}"] / times[f"pruned={k}"],
@@ -395,7 +400,7 @@ def training(args) -> dict:
         times = time_interleaved({label: (lambda label=label: step(label)) for label in models},
                                  args.repeats, args.warmup)
         out["results"][name] = {label: {"seconds_per_step": t, "audio_seconds_per_second": batch_size * seconds / t}
-                                for label, t in times.items()}
+                                for label, t in times.items() if label in models}
     return out
 
 
