@@ -225,17 +225,24 @@ def onnx_transcriber(args):
     """``(run, fixed_depth, sampling_rate)`` for an every-depth ONNX folder, run by `OnnxPrunableCTC`: `run(audio or
     list)` returns results shaped as the pipeline's (``{"text"}``, plus ``"exit_depths"`` with early exit), so the
     lines printed are the same. A file longer than --chunk_length_s is cut into the pipeline's overlapping chunks, so
-    it gets the transcript the PyTorch folder gives."""
+    it gets the transcript the PyTorch folder gives; `--lm` decodes with the same pyctcdecode beam search."""
     if args.timestamps:
         raise CommandError("--timestamps need a PyTorch model folder: an ONNX folder gives text and depth only")
-    if args.lm is not None or args.beam_width is not None:
-        raise CommandError("--lm and --beam_width need a PyTorch model folder: an ONNX folder decodes greedily")
+    if args.beam_width is not None and args.lm is None:
+        raise CommandError("--beam_width needs --lm (a KenLM file, or 'none' for beam search without an LM)")
     try:
         from .runtime.onnx_runtime import OnnxPrunableCTC
     except ImportError as error:
         raise CommandError(f"an ONNX folder is run with onnxruntime, which cannot be imported: {error}")
-    asr = OnnxPrunableCTC(args.model)
+    lm_path = None
+    if args.lm not in (None, "none"):
+        from .decoding.ngram_lm import resolve_lm_file
+
+        lm_path = resolve_lm_file(args.lm)
+    asr = OnnxPrunableCTC(args.model, lm=lm_path, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta)
     options = onnx_transcribe_options(asr, args)
+    if args.lm is not None:  # the beam the PyTorch folder's command runs
+        options["beam_width"] = args.beam_width or DEFAULT_BEAM_WIDTH
     fixed_depth = len(options["layers"]) if "layers" in options else asr.num_layers
     sampling_rate = asr.front_end.sampling_rate
 

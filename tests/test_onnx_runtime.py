@@ -214,3 +214,55 @@ def test_rtf_budget_below_the_cheapest_depth_or_combined_or_not_positive_is_an_e
     asr.latency_profile = {"rtf": {1: 0.001, 2: 0.002}}
     with pytest.raises(ValueError, match=r"no timing for depths \[3, 4, 5, 6, 7, 8\]"):
         asr.transcribe(samples, rtf_budget=1.0)
+
+
+# Beam search with an n-gram LM, on the device.
+
+def test_beam_search_with_and_without_an_lm_gives_the_pipelines_text(folder, tmp_path):
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    from test_decoding_lm import TINY_ARPA
+
+    from hf_prunable_ctc.decoding.beam_decoder import build_beam_decoder
+    from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
+    from hf_prunable_ctc.runtime.onnx_runtime import OnnxPrunableCTC
+
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_text(TINY_ARPA)
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    files = [str(path) for path in FILES[:5]]
+    for lm in (arpa, None):
+        asr = OnnxPrunableCTC(folder[0], lm=lm)
+        pipe = prunable_asr_pipeline(model=str(MODEL), decoder=build_beam_decoder(tokenizer, lm))
+        for depth in (2, 8):
+            expected = [pipe(path, num_layers=depth, decoder_kwargs={"beam_width": 16})["text"] for path in files]
+            got = asr.transcribe(files, num_layers=depth, beam_width=16)
+            assert [result["text"] for result in got] == expected, (lm, depth)
+    greedy = OnnxPrunableCTC(folder[0]).transcribe(files[0], num_layers=2)["text"]
+    asr = OnnxPrunableCTC(folder[0])
+    asr.transcribe(files[0], beam_width=4)
+    assert asr.transcribe(files[0], num_layers=2)["text"] == greedy  # a beam in one call leaves the next greedy
+    with pytest.raises(ValueError, match="beam_width must be a whole number >= 1"):
+        asr.transcribe(files[0], beam_width=0)
+    with pytest.raises(ValueError, match="no language model at"):
+        OnnxPrunableCTC(folder[0], lm=tmp_path / "missing.arpa")
+
+
+def test_transcribe_lm_on_an_onnx_folder_prints_the_model_folders_text(folder, tmp_path, capsys):
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    from test_decoding_lm import TINY_ARPA
+
+    from hf_prunable_ctc.cli import main
+
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_text(TINY_ARPA)
+    files = [str(path) for path in FILES[:3]]
+    lines = {}
+    for target in (str(MODEL), str(folder[0])):
+        assert main(["transcribe", target, *files, "--lm", str(arpa), "--beam_width", "8", "--depth", "4",
+                     "--json"]) == 0
+        lines[target] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[str(MODEL)] == lines[str(folder[0])] and len(lines[str(MODEL)]) == 3
+    assert main(["transcribe", str(folder[0]), files[0], "--beam_width", "8"]) == 2
+    assert "--beam_width needs --lm" in capsys.readouterr().err

@@ -130,7 +130,8 @@ def _read_with_soundfile(file: str | os.PathLike | io.BytesIO, name: str) -> tup
     except (soundfile.SoundFileError, RuntimeError, EOFError) as error:
         # libsndfile's message repeats the path ("Error opening 'x.wav': ..."); its `error_string` is the reason.
         raise AudioDecodingError(name, getattr(error, "error_string", None) or str(error)) from error
-    return samples.mean(axis=1, dtype=np.float32), int(rate)
+    # Mono as a view of the one column rather than a mean's copy: long recordings would briefly need twice the memory.
+    return (samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)), int(rate)
 
 
 def _array_to_mono(array: Any) -> np.ndarray:

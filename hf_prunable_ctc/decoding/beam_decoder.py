@@ -32,11 +32,18 @@ def decoder_labels(tokenizer) -> list[str]:
     alphabet right for any pad or delimiter token a vocabulary uses.
     """
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return labels_for_tokens(tokens, tokenizer.pad_token, getattr(tokenizer, "word_delimiter_token", None),
+                             tokenizer.unk_token)
+
+
+def labels_for_tokens(tokens: list[str], pad_token: str, word_delimiter_token: str | None,
+                      unk_token: str) -> list[str]:
+    """`decoder_labels` from the tokens in id order and the special tokens (for runtimes without a tokenizer
+    object: the device runtime reads them from the saved tokenizer's files)."""
     if any(token.startswith(WORD_BOUNDARY) for token in tokens):
-        special = {tokenizer.pad_token: "", tokenizer.unk_token: DECODER_BPE_UNK}
+        special = {pad_token: "", unk_token: DECODER_BPE_UNK}
     else:
-        delimiter = getattr(tokenizer, "word_delimiter_token", None)
-        special = {tokenizer.pad_token: "", delimiter: " ", tokenizer.unk_token: DECODER_UNK}
+        special = {pad_token: "", word_delimiter_token: " ", unk_token: DECODER_UNK}
     return [special.get(token, token) for token in tokens]
 
 
@@ -51,7 +58,8 @@ def build_beam_decoder(tokenizer, lm_path: str | os.PathLike | None = None,
     """A `pyctcdecode.BeamSearchDecoderCTC` over `tokenizer`'s vocabulary.
 
     Args:
-        tokenizer: the model's CTC tokenizer (`Wav2Vec2CTCTokenizer`, or `SubwordCTCTokenizer` for BPE/Unigram).
+        tokenizer: the model's CTC tokenizer (`Wav2Vec2CTCTokenizer`, or `SubwordCTCTokenizer` for BPE/Unigram),
+            or its `decoder_labels` as a list.
         lm_path: a KenLM model (ARPA, or KenLM binary); None: beam search without a language model.
         unigrams: the LM's vocabulary; read from an ARPA file when None. A binary LM needs it (without it
             pyctcdecode cannot tell unknown words, and scores them like known ones): `build_ngram_lm` writes
@@ -66,7 +74,8 @@ def build_beam_decoder(tokenizer, lm_path: str | os.PathLike | None = None,
         if unigrams is None and not lm_path.endswith(".arpa") and os.path.isfile(beside):
             unigrams = read_unigrams(beside)
     # pyctcdecode reads an ARPA file's unigrams itself, and loads the model with the `kenlm` module.
-    return build_ctcdecoder(decoder_labels(tokenizer), kenlm_model_path=lm_path,
+    labels = tokenizer if isinstance(tokenizer, list) else decoder_labels(tokenizer)
+    return build_ctcdecoder(labels, kenlm_model_path=lm_path,
                             unigrams=None if unigrams is None else list(unigrams), alpha=alpha, beta=beta)
 
 

@@ -60,6 +60,10 @@ class CTCTextDecoder:
         decoder._tables(tokens, settings.get("pad_token", "<pad>"), settings.get("word_delimiter_token", "|"),
                         settings.get("replace_word_delimiter_char", " "), settings.get("do_lower_case", False),
                         settings.get("clean_up_tokenization_spaces", False))
+        # What a beam search's alphabet needs (`decoding.beam_decoder.labels_for_tokens`).
+        decoder.tokens = tokens
+        decoder.special_tokens = (settings.get("pad_token", "<pad>"), settings.get("word_delimiter_token", "|"),
+                                  settings.get("unk_token", "<unk>"))
         return decoder
 
     def _tables(self, tokens, pad_token, word_delimiter_token, replace_char, lower, clean_up) -> None:

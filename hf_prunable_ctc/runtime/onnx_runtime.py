@@ -162,10 +162,15 @@ class OnnxPrunableCTC:
         threads: ONNX Runtime intra-op threads (default: its own choice).
         latency_profile: a profile as `profile_latency` returns it (at least ``{"rtf": {depth: rtf}}``, depths as
             ints or strings) for `rtf_budget` calls; measured on first use if None.
+        lm: a KenLM n-gram LM (ARPA or binary, as `hf-prunable-ctc transcribe --lm` takes it): `transcribe` then
+            decodes with pyctcdecode's beam search and this LM, the decoder `PrunableCTCProcessorWithLM` uses
+            (pyctcdecode and kenlm are numpy and C++, no torch). None: greedy, unless a call gives `beam_width`.
+        lm_alpha, lm_beta: the LM's weight and the bonus per word (pyctcdecode's alpha and beta).
     """
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None,
-                 latency_profile: dict[str, Any] | None = None):
+                 latency_profile: dict[str, Any] | None = None, lm: str | os.PathLike | None = None,
+                 lm_alpha: float = 0.5, lm_beta: float = 1.0):
         import onnxruntime
 
         self.folder = Path(folder)
@@ -177,6 +182,9 @@ class OnnxPrunableCTC:
                              "`hf-prunable-ctc export MODEL OUT` (without --depth)")
         self.config = json.loads(runtime_file.read_text())
         options = onnxruntime.SessionOptions()
+        # Without the CPU arena: it keeps the largest buffers every input shape has needed, so a long recording's
+        # chunks (and its shorter last one) ratchet memory up to twice that of one chunk, at no gain in speed here.
+        options.enable_cpu_mem_arena = False
         if threads is not None:
             options.intra_op_num_threads = threads
 
@@ -193,6 +201,18 @@ class OnnxPrunableCTC:
         self.pruning_schedule = {int(k): list(v) for k, v in self.config["pruning_schedule"].items()}
         self.front_end = NumpyFrontEnd(self.folder)
         self.decode = CTCTextDecoder.from_folder(self.folder)
+        self.beam_decoder = None if lm is None else self._beam_decoder(lm, lm_alpha, lm_beta)
+        self._decoder_without_lm = None  # built by the first call that asks for a beam without an LM
+
+    def _beam_decoder(self, lm: str | os.PathLike | None, alpha: float = 0.5, beta: float = 1.0):
+        """pyctcdecode's decoder over this folder's vocabulary, with the KenLM file `lm` (None: no LM)."""
+        if lm is not None and not os.path.isfile(lm):
+            raise ValueError(f"no language model at {lm}: give a KenLM .arpa or binary file "
+                             "(training/build_lm.py writes one)")
+        from ..decoding.beam_decoder import build_beam_decoder, labels_for_tokens
+
+        labels = labels_for_tokens(self.decode.tokens, *self.decode.special_tokens)
+        return build_beam_decoder(labels, lm, alpha=alpha, beta=beta)
 
     # --- graphs ----------------------------------------------------------------------------------------------
 
@@ -325,7 +345,8 @@ class OnnxPrunableCTC:
                    num_layers: int | None = None, layers: Sequence[int] | None = None,
                    early_exit_threshold: float | None = None, rtf_budget: float | None = None,
                    chunk_length_s: float | None = DEFAULT_CHUNK_LENGTH_S,
-                   stride_length_s: float | Sequence[float] | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+                   stride_length_s: float | Sequence[float] | None = None,
+                   beam_width: int | None = None) -> dict[str, Any] | list[dict[str, Any]]:
         """``{"text": str, "depth": int}`` for one recording, a list of them for a list (run as one batch).
 
         Args:
@@ -349,6 +370,9 @@ class OnnxPrunableCTC:
                 both sides or ``(left, right)``; default ``chunk_length_s / 6``, as in the pipeline. Left plus
                 right must be shorter than the chunk, so that each chunk moves the audio on.
 
+            beam_width: beams kept by the beam search (> 0): with the instance's `lm`, or without an LM when it has
+                none. None: pyctcdecode's default with an `lm`, else greedy decoding.
+
         With chunking, the depth options hold for every chunk: with `early_exit_threshold` each chunk stops at its
         own layer, as in the pipeline; the result then also holds ``"exit_depths"``, the exit layer of each chunk
         (one entry for a recording of one chunk), and "depth" is the deepest of them. A list of recordings runs
@@ -361,13 +385,21 @@ class OnnxPrunableCTC:
             raise ValueError(f"give at most one of num_layers, layers, rtf_budget, early_exit_threshold per call, "
                              f"got {given}")
         chunking = self.chunking(chunk_length_s, stride_length_s)  # before any audio is decoded
+        if beam_width is not None and (isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer))
+                                       or beam_width < 1):
+            raise ValueError(f"beam_width must be a whole number >= 1, got {beam_width!r}")
+        decoder = self.beam_decoder
+        if beam_width is not None and decoder is None:
+            if self._decoder_without_lm is None:
+                self._decoder_without_lm = self._beam_decoder(None)
+            decoder = self._decoder_without_lm
         if rtf_budget is not None:
             layers = self.pruning_schedule[self.depth_for_budget(rtf_budget)]
         single = not isinstance(audio, list)
         waveforms = [self._waveform(item, sampling_rate) for item in ([audio] if single else audio)]
         pieces = [(index, piece) for index, waveform in enumerate(waveforms)
                   for piece in chunk_pieces(len(waveform), chunking)]
-        tokens, depths = [[] for _ in waveforms], [[] for _ in waveforms]
+        kept, depths = [[] for _ in waveforms], [[] for _ in waveforms]
         # As many chunks at a time as recordings were given: a list runs as one batch while no recording needs
         # chunking, and one long recording runs a chunk at a time, so memory is that of one batch of chunks.
         for start in range(0, len(pieces), len(waveforms)):
@@ -375,10 +407,11 @@ class OnnxPrunableCTC:
             features, mask = self.front_end([waveforms[index][piece.start:piece.end] for index, piece in batch])
             logits, lengths, batch_depths = self.logits(features, mask, num_layers, layers, early_exit_threshold)
             for (index, piece), row, n, depth in zip(batch, logits, lengths, batch_depths):
-                tokens[index].append(piece.kept(row[:n].argmax(-1)))
+                kept[index].append(piece.kept(row[:n]))
                 depths[index].append(int(depth))
-        results = [self._result(ids, chunk_depths, early_exit_threshold is not None)
-                   for ids, chunk_depths in zip(tokens, depths)]
+        results = [self._result(np.concatenate(rows), chunk_depths, early_exit_threshold is not None, decoder,
+                                beam_width)
+                   for rows, chunk_depths in zip(kept, depths)]
         return results[0] if single else results
 
     def chunking(self, chunk_length_s: float | None, stride_length_s: float | Sequence[float] | None
@@ -400,8 +433,15 @@ class OnnxPrunableCTC:
                              "export the folder again, or give chunk_length_s=0")
         return Chunking.in_samples(chunk_length_s, left_s, right_s, self.front_end.sampling_rate, int(align_to))
 
-    def _result(self, tokens: list[np.ndarray], depths: list[int], early_exit: bool) -> dict[str, Any]:
-        result = {"text": self.decode(np.concatenate(tokens)), "depth": max(depths)}
+    def _result(self, logits: np.ndarray, depths: list[int], early_exit: bool, decoder, beam_width: int | None
+                ) -> dict[str, Any]:
+        if decoder is None:
+            text = self.decode(logits.argmax(-1))
+        else:
+            # The best beam of `decode_beams`, as `PrunableCTCProcessorWithLM.decode` and the pipeline take it.
+            options = {} if beam_width is None else {"beam_width": int(beam_width)}
+            text = decoder.decode_beams(logits, **options)[0][0]
+        result = {"text": text, "depth": max(depths)}
         if early_exit:
             result["exit_depths"] = depths
         return result
@@ -453,15 +493,16 @@ class Piece:
     right: int = 0
     align_to: int | None = None
 
-    def kept(self, tokens: np.ndarray) -> np.ndarray:
-        """The frames of this chunk's `tokens` outside its strides, as the pipeline keeps them: the chunk counted
-        as ``round(samples / align_to)`` frames and the strides rescaled to them (`rescale_stride`)."""
+    def kept(self, frames_in: np.ndarray) -> np.ndarray:
+        """The rows of this chunk's per-frame `frames_in` (logits or ids) outside its strides, as the pipeline
+        keeps them: the chunk counted as ``round(samples / align_to)`` frames and the strides rescaled to them
+        (`rescale_stride`)."""
         if self.align_to is None:
-            return tokens
+            return frames_in
         samples = self.end - self.start
         frames = int(round(samples * (1 / self.align_to)))
         left, right = int(round(self.left / samples * frames)), int(round(self.right / samples * frames))
-        return tokens[left:frames - right]
+        return frames_in[left:frames - right]
 
 
 def chunk_pieces(num_samples: int, chunking: Chunking | None) -> list[Piece]:
