@@ -10,11 +10,12 @@ Exports the model once as an every-depth folder (`export_onnx(model, out)`) and 
 1. **Start-up and memory**: a fresh Python process per call imports the runtime, loads the model and transcribes one
    file (10 s of audio, and `--long_seconds` of audio: the bundled utterances joined), and reports its import time,
    load time, transcription time and peak resident memory (`VmHWM` after transcribing). The ONNX side is
-   ``OnnxPrunableCTC(folder, threads=1).transcribe(path)``; the PyTorch side is the documented pipeline,
-   ``prunable_asr_pipeline(model=...)(path, chunk_length_s=...)``, which cuts long audio into overlapping chunks.
-   The ONNX runtime has no long-form chunking: it transcribes a file in one pass (the CLI asks for
-   ``--chunk_length_s 0`` to do so), which is what is measured. The four (runtime, length) processes are
-   interleaved per repeat in a rotating order.
+   ``OnnxPrunableCTC(folder, threads=1).transcribe(path, chunk_length_s=...)``; the PyTorch side is the
+   documented pipeline, ``prunable_asr_pipeline(model=...)(path, chunk_length_s=...)``: both cut long audio into
+   the same overlapping chunks (`--chunk_length_s`, stride a sixth of it), and their long transcripts are compared.
+   The four (runtime, length) processes are interleaved per repeat in a rotating order; the ONNX runtime's one pass
+   over the long recording (``chunk_length_s=0``), whose attention memory grows with the square of its length,
+   runs once under an address-space cap, to show what chunking saves.
 2. **Latency per depth**: `logits` of the every-depth folder at ``num_layers=k`` (front-end graph, k layer graphs,
    head) against ``session.run`` of the depth-k file, on the same precomputed features of 10 s of audio, batch 1;
    the two alternate per repeat and depth. The ratio is folder / single file.
@@ -52,7 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--latency_repeats", type=int, default=30, help="timed calls per depth and variant")
     parser.add_argument("--utterance_repeats", type=int, default=2, help="calls per utterance and early-exit run")
     parser.add_argument("--long_seconds", type=float, default=600.0, help="length of the long recording")
-    parser.add_argument("--chunk_length_s", type=float, default=20.0, help="the PyTorch pipeline's chunking")
+    parser.add_argument("--chunk_length_s", type=float, default=20.0,
+                        help="chunk length of both runtimes (0 in a child: one pass)")
     parser.add_argument("--depths", type=int, nargs="+", help="depths to time (default: all)")
     parser.add_argument("--fixed_depths", type=int, nargs="+", default=[2, 4, 6, 8])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.85, 0.9])
@@ -63,7 +65,6 @@ def parse_args(argv=None):
     parser.add_argument("--child", choices=["onnx", "pytorch"], help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
-    parser.add_argument("--piece_s", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--memory_cap_gb", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--one_pass_memory_cap_gb", type=float, default=8.0,
                         help="address-space limit of the ONNX runtime's one-pass run of the long recording")
@@ -96,15 +97,7 @@ def child(args) -> None:
         asr = OnnxPrunableCTC(args.target, threads=1)
         loaded = time.perf_counter()
         rss_loaded = peak_rss_mb()
-        if args.piece_s:
-            # Long audio cut by the caller into back-to-back pieces, each transcribed alone.
-            from hf_prunable_ctc.data.audio import load_audio
-
-            samples, step = load_audio(args.audio), int(args.piece_s * SAMPLING_RATE)
-            text = " ".join(asr.transcribe(samples[i: i + step], sampling_rate=SAMPLING_RATE)["text"]
-                            for i in range(0, len(samples), step))
-        else:
-            text = asr.transcribe(args.audio)["text"]
+        text = asr.transcribe(args.audio, chunk_length_s=args.chunk_length_s)["text"]
     else:
         from hf_prunable_ctc.runtime.asr_pipeline import prunable_asr_pipeline
         import torch
@@ -144,16 +137,15 @@ def peak_rss_mb() -> float:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(runtime: str, target: str, audio: str, chunk_length_s: float, piece_s: float = 0.0,
-              memory_cap_gb: float = 0.0) -> dict:
+def run_child(runtime: str, target: str, audio: str, chunk_length_s: float, memory_cap_gb: float = 0.0) -> dict:
     import json
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", runtime, "--target", target, "--audio", audio,
-                           "--chunk_length_s", str(chunk_length_s), "--piece_s", str(piece_s),
-                           "--memory_cap_gb", str(memory_cap_gb)], env=env, cwd=ROOT, capture_output=True, text=True)
+                           "--chunk_length_s", str(chunk_length_s), "--memory_cap_gb", str(memory_cap_gb)],
+                          env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
         return {"failed": last[-300:], "process_seconds": time.perf_counter() - started}
@@ -177,40 +169,25 @@ def joined_audio(rows, data: Path, seconds: float):
 
 
 def measure_startup(args, folder: str, audio_files: dict[str, str]) -> dict:
-    """Fresh processes per (runtime, audio), interleaved per repeat; the ONNX runtime's one pass over the long
-    recording runs once, under `--one_pass_memory_cap_gb`."""
+    """Fresh processes per (runtime, audio), interleaved per repeat, both runtimes chunking as `--chunk_length_s`
+    asks; the ONNX runtime's one pass over the long recording runs once, under `--one_pass_memory_cap_gb`."""
     short, long = audio_files
-    # (row name, runtime, audio, seconds per piece the caller cuts the audio into (0: the whole file))
-    variants = [("onnx 10 s", "onnx", short, 0.0), ("pytorch 10 s", "pytorch", short, 0.0),
-                (f"onnx {long}, {args.chunk_length_s:g} s pieces", "onnx", long, args.chunk_length_s),
-                (f"pytorch {long}", "pytorch", long, 0.0)]
+    # (row name, runtime, audio)
+    variants = [("onnx 10 s", "onnx", short), ("pytorch 10 s", "pytorch", short), (f"onnx {long}", "onnx", long),
+                (f"pytorch {long}", "pytorch", long)]
     calls = {name: [] for name, *_ in variants}
     for repeat in range(args.repeats):
         shift = repeat % len(variants)
-        for name, runtime, length, piece_s in variants[shift:] + variants[:shift]:
+        for name, runtime, length in variants[shift:] + variants[:shift]:
             target = folder if runtime == "onnx" else args.model
-            calls[name].append(run_child(runtime, target, audio_files[length], args.chunk_length_s, piece_s))
+            calls[name].append(run_child(runtime, target, audio_files[length], args.chunk_length_s))
             print(f"  {name} repeat {repeat}: {calls[name][-1]}"[:240], flush=True)
     one_pass = f"onnx {long}, one pass"
-    calls[one_pass] = [run_child("onnx", folder, audio_files[long], args.chunk_length_s,
-                                 memory_cap_gb=args.one_pass_memory_cap_gb)]
+    calls[one_pass] = [run_child("onnx", folder, audio_files[long], 0.0, memory_cap_gb=args.one_pass_memory_cap_gb)]
     print(f"  {one_pass}: {calls[one_pass][-1]}"[:400], flush=True)
-    summary = {}
-    for name, runtime, length, piece_s in variants + [(one_pass, "onnx", long, 0.0)]:
-        runs = calls[name]
-        good = [run for run in runs if "failed" not in run]
-        entry = {"runtime": runtime, "audio": length, "piece_s": piece_s,
-                 "runs": [{k: v for k, v in run.items() if k != "text"} for run in runs]}
-        if name == one_pass:
-            entry["memory_cap_gb"] = args.one_pass_memory_cap_gb
-        if good:
-            for key in ("import_seconds", "load_seconds", "transcribe_seconds", "peak_rss_mb", "peak_rss_mb_loaded",
-                        "vm_hwm_mb", "ru_maxrss_mb", "process_seconds"):
-                entry[key] = spread([run[key] for run in good])
-            entry["import_load_seconds"] = spread([run["import_seconds"] + run["load_seconds"] for run in good])
-            entry["torch_imported"] = any(run["torch_imported"] for run in good)
-            entry["text"] = good[0]["text"]
-        summary[name] = entry
+    summary = {name: startup_entry(calls[name], runtime, length, args.chunk_length_s)
+               for name, runtime, length in variants}
+    summary[one_pass] = startup_entry(calls[one_pass], "onnx", long, 0.0, args.one_pass_memory_cap_gb)
     ratios = {}
     for onnx_name, torch_name, length in ((variants[0][0], variants[1][0], short), (variants[2][0], variants[3][0], long)):
         pairs = [(a, b) for a, b in zip(calls[onnx_name], calls[torch_name]) if "failed" not in a and "failed" not in b]
@@ -221,9 +198,31 @@ def measure_startup(args, folder: str, audio_files: dict[str, str]) -> dict:
                                        / (b["import_seconds"] + b["load_seconds"]) for a, b in pairs]),
                 "peak_rss": spread([a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in pairs]),
                 "transcribe": spread([a["transcribe_seconds"] / b["transcribe_seconds"] for a, b in pairs])}
-    texts = [summary[name].get("text") for name in (variants[0][0], variants[1][0])]
     return {"variants": summary, "onnx_over_pytorch": ratios,
-            "same_text_10s": texts[0] is not None and texts[0] == texts[1]}
+            "same_text_10s": same_text(summary[variants[0][0]], summary[variants[1][0]]),
+            "same_text_long": same_text(summary[variants[2][0]], summary[variants[3][0]])}
+
+
+def startup_entry(runs: list[dict], runtime: str, length: str, chunk_length_s: float,
+                  memory_cap_gb: float | None = None) -> dict:
+    """One row of part 1: the runs as measured (without their text) and the spread of each measurement."""
+    good = [run for run in runs if "failed" not in run]
+    entry = {"runtime": runtime, "audio": length, "chunk_length_s": chunk_length_s,
+             "runs": [{k: v for k, v in run.items() if k != "text"} for run in runs]}
+    if memory_cap_gb is not None:
+        entry["memory_cap_gb"] = memory_cap_gb
+    if good:
+        for key in ("import_seconds", "load_seconds", "transcribe_seconds", "peak_rss_mb", "peak_rss_mb_loaded",
+                    "vm_hwm_mb", "ru_maxrss_mb", "process_seconds"):
+            entry[key] = spread([run[key] for run in good])
+        entry["import_load_seconds"] = spread([run["import_seconds"] + run["load_seconds"] for run in good])
+        entry["torch_imported"] = any(run["torch_imported"] for run in good)
+        entry["text"] = good[0]["text"]
+    return entry
+
+
+def same_text(onnx: dict, pytorch: dict) -> bool:
+    return onnx.get("text") is not None and onnx.get("text") == pytorch.get("text")
 
 
 # --- 2. latency per depth: every-depth folder vs single-depth file --------------------------------------------
@@ -393,6 +392,10 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
+def _equal(same: bool) -> str:
+    return "equal" if same else "different"
+
+
 def markdown_section(results: dict) -> list[str]:
     """The device-runtime section of `benchmarks/README.md`, from the JSON `measure` returns."""
     goals, startup = results["goals"], results["startup"]
@@ -405,19 +408,18 @@ def markdown_section(results: dict) -> list[str]:
              "repeat, between calls made side by side. Full numbers: `device_runtime.json`.", "",
              f"**Start-up and memory**, a fresh process per call ({results['repeats']} per row, the rows interleaved): "
              "import, load (`OnnxPrunableCTC(folder, threads=1)` / `prunable_asr_pipeline(model=...)`), transcribe one "
-             "WAV file, peak RSS (`VmHWM`, the process's own peak) after transcribing. The pipeline chunks long audio "
-             f"(`chunk_length_s={results['chunk_length_s']:g}`, the documented way). The ONNX runtime has no long-form "
-             "chunking: it runs a file in one pass, whose attention memory grows with the square of its length, so "
-             f"that run is made once under an address-space cap; the long recording is also measured cut by the "
-             f"caller into back-to-back {results['chunk_length_s']:g} s pieces, each transcribed alone. Goals: import "
+             "WAV file, peak RSS (`VmHWM`, the process's own peak) after transcribing. Both runtimes cut long audio "
+             f"the same way, `chunk_length_s={results['chunk_length_s']:g}` (the ONNX runtime's default, the "
+             "pipeline's documented way; stride a sixth of it): overlapping chunks, each with its own features, the "
+             "strides' logits dropped, one CTC decode over the rest, so memory is that of one chunk. The ONNX "
+             "runtime's one pass over the long recording (`chunk_length_s=0`), whose attention memory grows with the "
+             "square of its length, is run once under an address-space cap. Goals: import "
              f"+ load <= {goals['import_load_seconds']:g} s, peak RSS <= {goals['peak_rss_mb_10s']:g} MB for 10 s of "
              "audio.", "",
              "| runtime | audio | import s | load s | import + load s | transcribe s | peak RSS MB | torch imported |",
              "|---|---|---|---|---|---|---|---|"]
     for entry in startup["variants"].values():
         name = "ONNX folder" if entry["runtime"] == "onnx" else "PyTorch pipeline"
-        if entry["piece_s"]:
-            name += f", {entry['piece_s']:g} s pieces"
         if "memory_cap_gb" in entry:
             name += f", one pass (cap {entry['memory_cap_gb']:g} GiB)"
         if "import_seconds" not in entry:
@@ -434,12 +436,14 @@ def markdown_section(results: dict) -> list[str]:
         lines.append(f"| {length} | {_range(ratio['import_load'])} | {_range(ratio['peak_rss'])} | "
                      f"{_range(ratio['transcribe'])} |")
     onnx_10s = next((e for e in startup["variants"].values() if e["runtime"] == "onnx" and e["audio"] == "10 s"), {})
+    long = next(e["audio"] for e in startup["variants"].values() if e["audio"] != "10 s")
     if "import_seconds" in onnx_10s:
         import_load, rss = onnx_10s["import_load_seconds"]["median"], onnx_10s["peak_rss_mb"]["median"]
         lines += ["", f"ONNX folder, 10 s: import + load {import_load:.2f} s (goal <= {goals['import_load_seconds']:g} "
                   f"s: {_verdict(import_load <= goals['import_load_seconds'])}), peak RSS {rss:.0f} MB (goal <= "
-                  f"{goals['peak_rss_mb_10s']:g} MB: {_verdict(rss <= goals['peak_rss_mb_10s'])}); the 10-s "
-                  f"transcripts of the two runtimes are {'equal' if startup['same_text_10s'] else 'different'}."]
+                  f"{goals['peak_rss_mb_10s']:g} MB: {_verdict(rss <= goals['peak_rss_mb_10s'])}). The transcripts "
+                  f"of the two runtimes are {_equal(startup['same_text_10s'])} for 10 s and "
+                  f"{_equal(startup.get('same_text_long', False))} for {long}, chunked."]
     latency = results["latency_per_depth"]
     worst = max(entry["ratio"]["median"] for entry in latency.values())
     lines += ["", f"**Latency per depth**, 10 s of audio, batch 1, graphs only: the every-depth folder at "

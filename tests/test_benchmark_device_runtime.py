@@ -21,8 +21,8 @@ def spread(median, low=None, high=None, n=3):
     return {"median": median, "min": median if low is None else low, "max": median if high is None else high, "n": n}
 
 
-def process(runtime, audio, import_s, load_s, transcribe_s, rss, piece_s=0.0):
-    return {"runtime": runtime, "audio": audio, "piece_s": piece_s, "runs": [{}],
+def process(runtime, audio, import_s, load_s, transcribe_s, rss, chunk_length_s=20.0):
+    return {"runtime": runtime, "audio": audio, "chunk_length_s": chunk_length_s, "runs": [{}],
             "import_seconds": spread(import_s), "load_seconds": spread(load_s),
             "import_load_seconds": spread(import_s + load_s, import_s + load_s - 0.1, import_s + load_s + 0.2),
             "transcribe_seconds": spread(transcribe_s), "peak_rss_mb": spread(rss, rss - 2, rss + 3),
@@ -33,9 +33,9 @@ def results(folder_ms_depth_2: float) -> dict:
     startup = {
         "onnx 10 s": process("onnx", "10 s", 0.2, 0.3, 0.2, 120.0),
         "pytorch 10 s": process("pytorch", "10 s", 5.0, 0.5, 0.3, 450.0),
-        "onnx 10 min, 20 s pieces": process("onnx", "10 min", 0.2, 0.3, 9.0, 260.0, piece_s=20.0),
+        "onnx 10 min": process("onnx", "10 min", 0.2, 0.3, 9.0, 260.0),
         "pytorch 10 min": process("pytorch", "10 min", 5.0, 0.5, 6.0, 900.0),
-        "onnx 10 min, one pass": {"runtime": "onnx", "audio": "10 min", "piece_s": 0.0, "memory_cap_gb": 8.0,
+        "onnx 10 min, one pass": {"runtime": "onnx", "audio": "10 min", "chunk_length_s": 0.0, "memory_cap_gb": 8.0,
                                   "runs": [{"failed": "Failed to allocate memory for requested buffer"}]}}
     ratio = {"import_load": spread(0.09, 0.08, 0.1), "peak_rss": spread(0.27), "transcribe": spread(0.7)}
 
@@ -53,7 +53,7 @@ def results(folder_ms_depth_2: float) -> dict:
             "utterance_repeats": 2, "chunk_length_s": 20.0, "goals": {"import_load_seconds": 1.0,
                                                                     "peak_rss_mb_10s": 150.0, "latency_ratio": 1.1},
             "startup": {"variants": startup, "onnx_over_pytorch": {"10 s": ratio, "10 min": ratio},
-                        "same_text_10s": True},
+                        "same_text_10s": True, "same_text_long": False},
             "latency_per_depth": {"1": depth(20.0, 20.0), "2": depth(folder_ms_depth_2, 30.0)},
             "early_exit": {"utterances": 80, "audio_seconds": 157.7, "runs": {
                 "depth 8": run("depth", 8, 30.8, 8.0, 1.6, {"8": 80}),
@@ -73,10 +73,12 @@ def test_section_is_rendered_from_the_results_and_replaced_in_place(tmp_path):
     assert "load average 3.0 at start, 4.0 at end" in text
     assert ("| ONNX folder | 10 s | 0.20 (0.20-0.20) | 0.30 (0.30-0.30) | 0.50 (0.40-0.70) | 0.20 (0.20-0.20) "
             "| 120 (118-123) | no |") in text
-    assert "| PyTorch pipeline | 10 min |" in text and "| ONNX folder, 20 s pieces | 10 min |" in text
+    assert "| PyTorch pipeline | 10 min |" in text and "| ONNX folder | 10 min | 0.20 (0.20-0.20) |" in text
+    assert "Both runtimes cut long audio the same way, `chunk_length_s=20`" in text
     assert "| ONNX folder, one pass (cap 8 GiB) | 10 min | did not finish: out of memory |" in text
     assert "| 10 s | 0.09 (0.08-0.10) | 0.27 (0.27-0.27) | 0.70 (0.70-0.70) |" in text
     assert "import + load 0.50 s (goal <= 1 s: met), peak RSS 120 MB (goal <= 150 MB: met)" in text
+    assert "The transcripts of the two runtimes are equal for 10 s and different for 10 min, chunked." in text
     assert "(met: worst median ratio 1.05)" in text
     assert "| 2 | 31.5 (31.5-31.5) | 30.0 (30.0-30.0) | 1.05 (0.90-1.30) | 1.02 | 0.0e+00 |" in text
     assert "| threshold 0.85 | 34.5 | 6.10 | 1.300 | 1.23x | 4:26 6:22 8:32 |" in text
@@ -109,8 +111,8 @@ def test_quick_run_writes_every_measurement_and_its_section(tmp_path):
     assert written["quick"] and written["threads"] == 1 and len(written["load_average_at_end"]) == 3
 
     variants = written["startup"]["variants"]
-    assert set(variants) == {"onnx 10 s", "pytorch 10 s", "onnx 0.5 min, 20 s pieces", "pytorch 0.5 min",
-                             "onnx 0.5 min, one pass"}
+    assert set(variants) == {"onnx 10 s", "pytorch 10 s", "onnx 0.5 min", "pytorch 0.5 min", "onnx 0.5 min, one pass"}
+    assert variants["onnx 0.5 min"]["chunk_length_s"] == 20 and variants["onnx 0.5 min, one pass"]["chunk_length_s"] == 0
     for name, entry in variants.items():
         assert "failed" not in entry["runs"][0], name  # half a minute in one pass fits under the cap
         assert entry["torch_imported"] == (entry["runtime"] == "pytorch"), name
@@ -118,7 +120,7 @@ def test_quick_run_writes_every_measurement_and_its_section(tmp_path):
         # ru_maxrss also counts the peak of the process the child was started from (here, pytest's), never less
         # than the child's own peak, which is what the table reports.
         assert entry["ru_maxrss_mb"]["median"] >= entry["peak_rss_mb"]["median"] - 1, name
-    assert written["startup"]["same_text_10s"]
+    assert written["startup"]["same_text_10s"] and written["startup"]["same_text_long"]  # the same chunks
     assert variants["onnx 10 s"]["peak_rss_mb"]["median"] < variants["pytorch 10 s"]["peak_rss_mb"]["median"]
     assert set(written["startup"]["onnx_over_pytorch"]) == {"10 s", "0.5 min"}
 
