@@ -220,21 +220,28 @@ def run_depth(demo: DemoModel, features: torch.Tensor, attention_mask: torch.Ten
               repeats: int = 3) -> tuple[list[int], int, float]:
     """Greedy CTC ids of one utterance at `depth` (the schedule's layers for it).
 
-    Returns (token ids over output frames, depth used, median forward milliseconds over `repeats` runs). The
-    median, because the machine running a demo is rarely idle and one run is noisy.
+    Returns (token ids over output frames, depth used, median forward milliseconds over `repeats` runs after a
+    warm-up). The median, because the machine running a demo is rarely idle and one run is noisy.
     """
     depth = check_depth(demo, depth)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     layers = demo.schedule[depth]
-    times = []
+    output, model_ms = timed_forward(lambda: demo.model(features, attention_mask, layers=layers), repeats)
+    return output.logits.argmax(-1)[0].tolist(), depth, model_ms
+
+
+def timed_forward(forward, repeats: int):
+    """`forward()`'s output and its median milliseconds over `repeats` calls, after one untimed call: the first call
+    at a depth pays for memory the others reuse, and would make that depth look slower than the deeper ones."""
     with torch.inference_mode():
+        forward()
+        times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            output = demo.model(features, attention_mask, layers=layers)
+            output = forward()
             times.append((time.perf_counter() - start) * 1000.0)
-    ids = output.logits.argmax(-1)[0].tolist()
-    return ids, depth, statistics.median(times)
+    return output, statistics.median(times)
 
 
 def check_threshold(threshold: Any) -> float:
@@ -253,13 +260,9 @@ def run_early_exit(demo: DemoModel, features: torch.Tensor, attention_mask: torc
     threshold = check_threshold(threshold)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    times = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            output = demo.model(features, attention_mask, early_exit_threshold=threshold)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return output.logits.argmax(-1)[0].tolist(), int(output.exit_depths[0]), statistics.median(times)
+    output, model_ms = timed_forward(lambda: demo.model(features, attention_mask, early_exit_threshold=threshold),
+                                     repeats)
+    return output.logits.argmax(-1)[0].tolist(), int(output.exit_depths[0]), model_ms
 
 
 def depth_for_rtf_budget(demo: DemoModel, rtf: float) -> int:
@@ -566,13 +569,15 @@ def build_ui(demo: DemoModel):
                         gr.Markdown("No per-depth results in the model folder (depth_report.json or "
                                     "per_depth_metrics.json), so no chart.")
                     else:
-                        where = f"{demo.results['dataset']}, {demo.results['split']} split"
+                        # The corpus by its own name, not the folder it had on the machine that evaluated it.
+                        where = f"{Path(demo.results['dataset']).name}, {demo.results['split']} split"
                         order = list(table["depth"])
                         gr.LinePlot(table, x="depth", y="WER %", title=f"WER per depth ({where})", height=220,
                                     sort=order, elem_id="wer-chart")
                         if "RTF" in table:
                             gr.LinePlot(table, x="depth", y="RTF", height=220, sort=order, elem_id="rtf-chart",
-                                        title=f"RTF per depth (model only, batch 1, {demo.results['hardware']})")
+                                        title=f"RTF per depth (model card: model only, batch 1, "
+                                              f"{demo.results['hardware']})")
             comparison = gr.Dataframe(label="All depths", wrap=True, interactive=False, elem_id="comparison")
         with gr.Tab("Stream from the microphone", id="stream-tab", elem_id="stream-tab"):
             build_stream_tab(gr, demo)

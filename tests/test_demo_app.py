@@ -50,6 +50,21 @@ def test_loads_the_model_card_folder_with_its_schedule_and_results(demo):
     assert list(table["RTF"]) == [r["rtf_batch1"] for r in top]
 
 
+def test_compare_all_depths_times_each_depth_after_an_untimed_warm_up(demo, monkeypatch):
+    model, calls, now = demo.model, [], iter(range(0, 10_000, 1))
+
+    def forward(*args, **kwargs):
+        calls.append(kwargs.get("layers"))
+        return model(*args, **kwargs)
+
+    # A clock that advances one second per reading: each timed call lasts exactly 1000 ms, an untimed one 0.
+    monkeypatch.setattr(demo, "model", forward)
+    monkeypatch.setattr(app.time, "perf_counter", lambda: float(next(now)))
+    results = app.compare_depths(demo, str(CLIP), depths=[2, 6], repeats=3)
+    assert calls == [[1, 2]] * 4 + [list(range(1, 7))] * 4  # per depth: one warm-up, then three timed calls
+    assert [result.model_ms for result in results] == [1000.0, 1000.0]
+
+
 def test_transcribe_at_full_and_shallow_depth(demo):
     deep = app.transcribe(demo, str(CLIP), 8)
     shallow = app.transcribe(demo, str(CLIP), 1, repeats=1)
