@@ -63,7 +63,7 @@ clock = CLOCKS["wall"]
 
 
 def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     calls_per_turn: int = 1) -> dict[str, float]:
+                     calls_per_turn: int = 1, spread: bool = False) -> dict[str, float]:
     """Median seconds per call of each function, calling them in turn (A, B, C, A, B, C, ...) so that load changes
     on a shared machine hit all of them alike; seconds of the `--clock` (wall by default).
 
@@ -71,7 +71,8 @@ def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, w
     steady cost of calling it again and again (a device transcribing stream after stream at one depth), instead of
     the cost of a call that starts on caches the other functions filled. A function that returns a number returns
     the seconds one part of its work took (the model inside a pipeline call); their median is ``name + ":inner"``.
-    The fastest and slowest call of each are ``name + ":min"`` and ``name + ":max"``: the spread a median hides."""
+    With `spread`, the fastest and slowest call of each are ``name + ":min"`` and ``name + ":max"``: the spread a
+    median hides."""
     for _ in range(warmup):
         for function in functions.values():
             function()
@@ -87,8 +88,9 @@ def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, w
                     if isinstance(part, float):
                         inner[name].append(part)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    medians.update({f"{name}:min": min(values) for name, values in times.items()})
-    medians.update({f"{name}:max": max(values) for name, values in times.items()})
+    if spread:
+        medians.update({f"{name}:min": min(values) for name, values in times.items()})
+        medians.update({f"{name}:max": max(values) for name, values in times.items()})
     medians.update({f"{name}:inner": statistics.median(values) for name, values in inner.items() if values})
     return medians
 
@@ -214,7 +216,7 @@ def depth_scaling(args) -> dict:
             for k in depths:
                 calls[f"num_layers={k}"] = (lambda k=k: model(features, attention_mask=mask, layers=schedule[k]))
                 calls[f"pruned={k}"] = (lambda k=k: pruned[k](features, attention_mask=mask))
-            times = time_interleaved(calls, args.repeats, args.warmup, args.calls_per_turn)
+            times = time_interleaved(calls, args.repeats, args.warmup, args.calls_per_turn, spread=True)
         for k in depths:
             rows[k] = {
                 "seconds_num_layers": times[f"num_layers={k}"],
@@ -400,7 +402,7 @@ def training(args) -> dict:
         times = time_interleaved({label: (lambda label=label: step(label)) for label in models},
                                  args.repeats, args.warmup)
         out["results"][name] = {label: {"seconds_per_step": t, "audio_seconds_per_second": batch_size * seconds / t}
-                                for label, t in times.items() if label in models}
+                                for label, t in times.items()}
     return out
 
 

@@ -82,3 +82,6 @@ def test_time_interleaved_times_steady_calls_and_inner_parts():
     # warm-up once each, then per repeat three calls in a row of each (interleaved a, a, a, b, b, b)
     assert calls == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2
     assert set(times) == {"a", "b", "a:inner"} and times["a:inner"] == 0.25
+    spread = run.time_interleaved({"a": measured, "b": lambda: None}, repeats=5, warmup=0, spread=True)
+    assert set(spread) == {"a", "b", "a:inner", "a:min", "a:max", "b:min", "b:max"}
+    assert all(spread[f"{name}:min"] <= spread[name] <= spread[f"{name}:max"] for name in ("a", "b"))
