@@ -470,7 +470,7 @@ def stream_status(demo: DemoModel, session: Optional[StreamSession]) -> str:
             runs[-1][1] += 1
         else:
             runs.append([depth, 1])
-    heard = recognizer.logits.shape[1] * demo.model.config.inputs_to_logits_ratio / demo.feature_extractor.sampling_rate
+    heard = recognizer.position * demo.model.config.inputs_to_logits_ratio / demo.feature_extractor.sampling_rate
     state = "final" if recognizer.finished else "streaming"
     return (f"{state} · last chunk: depth {depths[-1]} of {demo.max_depth} "
             f"(layers {format_layers(recognizer.chunk_layers[-1])}) · {len(depths)} chunks of "

@@ -268,9 +268,22 @@ def check_can_stream(config, feature_extractor, name: str) -> None:
 
 def default_stream_chunk_ms(config, feature_extractor) -> int:
     """The config's attention chunk in ms of audio, or `DEFAULT_STREAM_CHUNK_MS` when it names none."""
-    if config.chunk_size > 0:
-        return round(config.chunk_size * 1000 * config.inputs_to_logits_ratio / feature_extractor.sampling_rate)
+    return chunk_ms_of(config.chunk_size, config.inputs_to_logits_ratio, feature_extractor.sampling_rate)
+
+
+def chunk_ms_of(chunk_size: int, inputs_to_logits_ratio: int, sampling_rate: int) -> int:
+    """`chunk_size` output frames in ms of audio, or `DEFAULT_STREAM_CHUNK_MS` for 0 (a model with no fixed chunk)."""
+    if chunk_size > 0:
+        return round(chunk_size * 1000 * inputs_to_logits_ratio / sampling_rate)
     return DEFAULT_STREAM_CHUNK_MS
+
+
+def check_stream_depth(depth: int, layers: Optional[List[int]], remedy: str) -> None:
+    """A stream runs layers 1..N at depth N; a stored schedule that keeps other layers would give another model than
+    transcribe --depth N without --stream, so it is refused (with `remedy`) rather than swapped."""
+    if layers is not None and layers != list(range(1, depth + 1)):
+        raise CommandError(f"depth {depth} of this model's stored schedule runs layers {layers}, and a stream runs "
+                           f"the first {depth}: {remedy}")
 
 
 def check_stream_options(args) -> None:
@@ -305,13 +318,8 @@ def stream_depth_options(model, args) -> dict:
     if args.early_exit_threshold is not None:
         return {"early_exit_threshold": args.early_exit_threshold}
     if args.depth is not None:
-        # The recogniser runs layers 1..N at depth N; a stored schedule that keeps other layers would give a
-        # different model than transcribe --depth N without --stream, so it is refused rather than swapped.
-        layers, first = layers_for_depth(model, args.depth, None), list(range(1, args.depth + 1))
-        if layers != first:
-            raise CommandError(f"depth {args.depth} of this model's stored schedule runs layers {layers}, and a "
-                               f"stream runs the first {args.depth}: prune the model to that depth first "
-                               "(hf-prunable-ctc prune) and stream the pruned folder")
+        check_stream_depth(args.depth, layers_for_depth(model, args.depth, None), "prune the model to that depth "
+                           "first (hf-prunable-ctc prune) and stream the pruned folder")
         return {"num_layers": args.depth}
     return {}
 
@@ -338,14 +346,15 @@ def stream_recognizer(args):
 def onnx_stream_recognizer(args):
     """``(recognizer, sampling_rate)``: an `OnnxStreamingRecognizer` for an every-depth ONNX folder exported with its
     streaming graphs, with the depth options of a PyTorch folder."""
+    from pathlib import Path
+
     try:
+        from .runtime.onnx_runtime import read_runtime_config
         from .runtime.onnx_streaming import OnnxStreamingRecognizer
     except ImportError as error:
         raise CommandError(f"an ONNX folder is run with onnxruntime, which cannot be imported: {error}")
-    from .runtime.export import RUNTIME_FILE
 
-    with open(os.path.join(args.model, RUNTIME_FILE)) as f:
-        runtime = json.load(f)
+    runtime = read_runtime_config(Path(args.model))
     if not runtime.get("streaming"):
         reason = runtime.get("streaming_unavailable") or "it was exported without them"
         raise CommandError(f"{args.model} has no streaming graphs: {reason}. Export a chunk-aware model again, or "
@@ -356,18 +365,14 @@ def onnx_stream_recognizer(args):
     elif args.early_exit_threshold is not None:
         options["early_exit_threshold"] = args.early_exit_threshold
     elif args.depth is not None:
-        # As for a PyTorch folder: a stream runs layers 1..N, so a schedule that keeps other layers is refused.
-        layers = runtime["pruning_schedule"].get(str(args.depth))
-        if layers is not None and layers != list(range(1, args.depth + 1)):
-            raise CommandError(f"depth {args.depth} of this folder's schedule runs layers {layers}, and a stream "
-                               f"runs the first {args.depth}: export a pruned model to stream that depth")
+        check_stream_depth(args.depth, runtime["pruning_schedule"].get(str(args.depth)),
+                           "export a pruned model to stream that depth")
         options["num_layers"] = args.depth
     chunk_ms, chunk_size = args.chunk_ms, runtime["streaming"].get("chunk_size") or 0
-    if chunk_ms is None and chunk_size > 0:  # the config's chunk, as for a PyTorch folder
+    if chunk_ms is None:  # the config's chunk, as for a PyTorch folder
         with open(os.path.join(args.model, "preprocessor_config.json")) as f:
             sampling_rate = json.load(f)["sampling_rate"]
-        chunk_ms = round(chunk_size * 1000 * runtime["inputs_to_logits_ratio"] / sampling_rate)
-    chunk_ms = DEFAULT_STREAM_CHUNK_MS if chunk_ms is None else chunk_ms
+        chunk_ms = chunk_ms_of(chunk_size, runtime["inputs_to_logits_ratio"], sampling_rate)
     recognizer = OnnxStreamingRecognizer(args.model, chunk_ms=chunk_ms, left_chunks=args.left_chunks, **options)
     return recognizer, recognizer.features.sampling_rate
 

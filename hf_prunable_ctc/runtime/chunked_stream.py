@@ -31,9 +31,14 @@ class ChunkedStream:
 
     # --- hooks --------------------------------------------------------------------------------------------------
 
-    def _layer(self, index: int, hidden, start: int, caches: tuple) -> tuple:
-        """Layer `index` (1-based) on one chunk at positions `start ..`, with `caches` ``(keys, values, conv)``;
-        returns ``(hidden, (keys, values, conv))``, the keys and values extended by the chunk (untrimmed)."""
+    def _positions(self, frames: int, start: int):
+        """What every layer needs to know of where a chunk of `frames` frames starting at `start` lies, computed
+        once per chunk (the rotary tables, for instance); by default `start` itself."""
+        return start
+
+    def _layer(self, index: int, hidden, positions, caches: tuple) -> tuple:
+        """Layer `index` (1-based) on one chunk at `positions` (`_positions`), with `caches` ``(keys, values,
+        conv)``; returns ``(hidden, (keys, values, conv))``, the keys and values extended by the chunk (untrimmed)."""
         raise NotImplementedError
 
     def _empty_caches(self, index: int) -> tuple:
@@ -168,8 +173,9 @@ class ChunkedStream:
         run = depth["layers"] if threshold is None else list(range(1, self.num_layers + 1))
         exits = set(self._exit_layers()) if threshold is not None else set()
         ran, logits = [], None
+        positions = self._positions(hidden.shape[1], self.position)
         for position, index in enumerate(run):
-            hidden, logits = self._run_layer(index, hidden), None
+            hidden, logits = self._run_layer(index, hidden, positions), None
             ran.append(index)
             if position == len(run) - 1:
                 break
@@ -188,17 +194,26 @@ class ChunkedStream:
         self.chunk_layers.append(ran)
         self.ids += logits[0].argmax(-1).tolist()
 
-    def _run_layer(self, index: int, hidden):
+    def _run_layer(self, index: int, hidden, positions):
         """One layer on one chunk, with its caches (emptied first when it did not run on the previous chunk)."""
         caches = self.caches[index - 1]
         if not self.ran_last_chunk[index - 1] or caches is None:
             caches = self._empty_caches(index)
-        hidden, (keys, values, conv) = self._layer(index, hidden, self.position, caches)
+        hidden, (keys, values, conv) = self._layer(index, hidden, positions, caches)
         if self.left_chunks >= 0:
             keep = self.left_chunks * self.chunk_frames
             keys, values = (x[:, :, x.shape[2] - keep:] if keep else x[:, :, :0] for x in (keys, values))
         self.caches[index - 1] = (keys, values, conv)
         return hidden
+
+
+def chunk_frames(chunk_ms, frame_ms: float) -> int:
+    """`chunk_ms` in output frames; `ValueError` unless it is a positive multiple of `frame_ms`."""
+    frames = chunk_ms / frame_ms if isinstance(chunk_ms, (int, float)) and not isinstance(chunk_ms, bool) else 0
+    if not frames > 0 or abs(frames - round(frames)) > 1e-9:
+        raise ValueError(f"chunk_ms must be a positive multiple of one output frame ({frame_ms:g} ms), "
+                         f"got {chunk_ms!r}")
+    return int(round(frames))
 
 
 def streaming_problems(config, feature_extractor) -> List[str]:
@@ -220,4 +235,4 @@ def streaming_problems(config, feature_extractor) -> List[str]:
     return problems
 
 
-__all__ = ["ChunkedStream", "streaming_problems"]
+__all__ = ["ChunkedStream", "chunk_frames", "streaming_problems"]

@@ -153,6 +153,15 @@ def max_posterior_confidence(logits: np.ndarray, lengths: np.ndarray, blank: int
     return np.where(total > 0, mean, 1.0).astype(np.float32)
 
 
+def read_runtime_config(folder: Path) -> dict[str, Any]:
+    """An every-depth folder's ``runtime.json``; `ValueError` saying how to write one when `folder` has none."""
+    runtime_file = folder / "runtime.json"
+    if not runtime_file.is_file():
+        raise ValueError(f"{folder} is not an every-depth ONNX export (no runtime.json): write one with "
+                         "`hf-prunable-ctc export MODEL OUT` (without --depth)")
+    return json.loads(runtime_file.read_text())
+
+
 class OnnxPrunableCTC:
     """An every-depth ONNX folder, run with ONNX Runtime: features, any depth or early exit, greedy CTC text.
 
@@ -176,11 +185,7 @@ class OnnxPrunableCTC:
         self.folder = Path(folder)
         self.threads = threads
         self.latency_profile = latency_profile
-        runtime_file = self.folder / "runtime.json"
-        if not runtime_file.is_file():
-            raise ValueError(f"{self.folder} is not an every-depth ONNX export (no runtime.json): write one with "
-                             "`hf-prunable-ctc export MODEL OUT` (without --depth)")
-        self.config = json.loads(runtime_file.read_text())
+        self.config = read_runtime_config(self.folder)
         options = onnxruntime.SessionOptions()
         # Without the CPU arena: it keeps the largest buffers every input shape has needed, so a long recording's
         # chunks (and its shorter last one) ratchet memory up to twice that of one chunk, at no gain in speed here.

@@ -41,10 +41,11 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from ..pruning import validate_depth
-from .chunked_stream import ChunkedStream
+from .chunked_stream import ChunkedStream, chunk_frames
 from .ctc_text import CTCTextDecoder
 from .depth_budget import check_budget, deepest_depth_within
-from .onnx_runtime import HOP_LENGTH, WIN_LENGTH, NumpyFrontEnd, _checked_threshold, max_posterior_confidence
+from .onnx_runtime import (HOP_LENGTH, WIN_LENGTH, NumpyFrontEnd, _checked_threshold, max_posterior_confidence,
+                           read_runtime_config)
 
 
 class NumpyStreamingFeatures:
@@ -191,7 +192,7 @@ class OnnxStreamingRecognizer(ChunkedStream):
         config = self._read_config(self.folder)
         spec = config["streaming"]
         self.features = NumpyStreamingFeatures(self.folder)
-        self.chunk_frames = _chunk_frames(chunk_ms, 1000.0 * config["inputs_to_logits_ratio"] /
+        self.chunk_frames = chunk_frames(chunk_ms, 1000.0 * config["inputs_to_logits_ratio"] /
                                           self.features.sampling_rate)
         self.chunk_ms = chunk_ms
         self.left_chunks = _checked_left_chunks(spec["left_chunks"] if left_chunks is None else left_chunks)
@@ -221,11 +222,7 @@ class OnnxStreamingRecognizer(ChunkedStream):
 
     @staticmethod
     def _read_config(folder: Path) -> dict[str, Any]:
-        runtime_file = folder / "runtime.json"
-        if not runtime_file.is_file():
-            raise ValueError(f"{folder} is not an every-depth ONNX export (no runtime.json): write one with "
-                             "`hf-prunable-ctc export MODEL OUT` (without --depth)")
-        config = json.loads(runtime_file.read_text())
+        config = read_runtime_config(folder)
         if not config.get("streaming"):
             reason = config.get("streaming_unavailable") or "it was exported before the streaming graphs existed"
             raise ValueError(f"{folder} has no streaming graphs: {reason}")
@@ -233,11 +230,11 @@ class OnnxStreamingRecognizer(ChunkedStream):
 
     # --- the graphs -----------------------------------------------------------------------------------------------
 
-    def _layer(self, index: int, hidden, start: int, caches: tuple) -> tuple:
+    def _layer(self, index: int, hidden, positions: int, caches: tuple) -> tuple:
         keys, values, conv = caches
         feed = {"hidden": hidden, "key_cache": keys, "value_cache": values}
         if self.spec["rotary"]:
-            feed["start"] = np.array(start, np.int64)
+            feed["start"] = np.array(positions, np.int64)  # the chunk's first position; the graph builds the rest
         if conv is not None:
             feed["conv_cache"] = conv
         outputs = self.layer_graphs[index - 1].run(None, feed)
@@ -286,15 +283,6 @@ class OnnxStreamingRecognizer(ChunkedStream):
 
     def _check_threshold(self, threshold) -> float:
         return _checked_threshold(threshold)
-
-
-def _chunk_frames(chunk_ms, frame_ms: float) -> int:
-    """`chunk_ms` in output frames; `ValueError` unless it is a positive multiple of `frame_ms`."""
-    frames = chunk_ms / frame_ms if isinstance(chunk_ms, (int, float)) and not isinstance(chunk_ms, bool) else 0
-    if not frames > 0 or abs(frames - round(frames)) > 1e-9:
-        raise ValueError(f"chunk_ms must be a positive multiple of one output frame ({frame_ms:g} ms), "
-                         f"got {chunk_ms!r}")
-    return int(round(frames))
 
 
 def _checked_left_chunks(left_chunks) -> int:

@@ -43,7 +43,7 @@ from ..early_exit import check_threshold, max_posterior_confidence
 from ..feature_extraction_prunable_ctc import HOP_LENGTH, WIN_LENGTH
 from ..modeling_prunable_ctc import PrunableCTCForCTC
 from .budget import depth_for_budget, profile_latency
-from .chunked_stream import ChunkedStream
+from .chunked_stream import ChunkedStream, chunk_frames
 from .ctc_text import CTCTextDecoder
 
 
@@ -145,15 +145,11 @@ class StreamingRecognizer(ChunkedStream):
         if config.encoder_type == "conformer" and not config.causal_conv:
             raise ValueError("this conformer's convolution is centred (causal_conv=False): it reads frames of the "
                              "next chunk, so it cannot stream; train with causal_conv=True")
-        frame_ms = 1000.0 * config.inputs_to_logits_ratio / extractor.sampling_rate
-        frames = chunk_ms / frame_ms
-        if isinstance(chunk_ms, bool) or not chunk_ms > 0 or abs(frames - round(frames)) > 1e-9:
-            raise ValueError(f"chunk_ms must be a positive multiple of one output frame ({frame_ms:g} ms), "
-                             f"got {chunk_ms!r}")
+        frames = chunk_frames(chunk_ms, 1000.0 * config.inputs_to_logits_ratio / extractor.sampling_rate)
         left_chunks = config.left_chunks if left_chunks is None else left_chunks
-        check_attention_chunk(int(round(frames)), left_chunks)
+        check_attention_chunk(frames, left_chunks)
         self.model = model.eval()
-        self.chunk_frames, self.left_chunks, self.chunk_ms = int(round(frames)), left_chunks, chunk_ms
+        self.chunk_frames, self.left_chunks, self.chunk_ms = frames, left_chunks, chunk_ms
         self.features = StreamingFeatures(extractor)
         self.front_end = StreamingSubsampling(self.model)
         self.num_layers = len(self.model.model.layers)
@@ -171,10 +167,13 @@ class StreamingRecognizer(ChunkedStream):
 
     # --- the model ------------------------------------------------------------------------------------------------
 
-    def _layer(self, index: int, hidden, start: int, caches: tuple) -> tuple:
+    def _positions(self, frames: int, start: int):
+        weight = self.model.model.final_norm.weight
+        return self.model.model.rotary(frames, weight.dtype, weight.device, start=start)
+
+    def _layer(self, index: int, hidden, positions, caches: tuple) -> tuple:
         keys, values, conv = caches
-        rotary = self.model.model.rotary(hidden.shape[1], hidden.dtype, hidden.device, start=start)
-        hidden, (keys, values), conv = self.model.model.layers[index - 1].forward_chunk(hidden, rotary,
+        hidden, (keys, values), conv = self.model.model.layers[index - 1].forward_chunk(hidden, positions,
                                                                                         (keys, values), conv)
         return hidden, (keys, values, conv)
 
