@@ -26,6 +26,7 @@ import torch
 from transformers import HfArgumentParser, Wav2Vec2Processor, set_seed
 
 from hf_prunable_ctc import PrunableCTCConfig, PrunableCTCForCTC
+from hf_prunable_ctc.configuration_prunable_ctc import INTERCTC_WEIGHT_RECIPES
 from hf_prunable_ctc.data.augmentation import AugmentationConfig, WaveformAugmentation
 from hf_prunable_ctc.data.collator import DataCollatorCTCWithPadding
 from hf_prunable_ctc.data.features import make_feature_extractor, save_processor
@@ -63,6 +64,17 @@ class ModelArguments:
     self_conditioning: Optional[bool] = field(default=None, metadata={"help": "Self-conditioned CTC."})
     stochastic_depth_rate: Optional[float] = field(default=None, metadata={"help": "p_max of stochastic depth."})
     stochastic_depth_schedule: Optional[str] = field(default=None, metadata={"help": "linear | uniform."})
+    interctc_weights: Optional[str] = field(
+        default=None, metadata={"help": "Exit weights, one per intermediate CTC layer: a named schedule "
+                                        "('inverse_depth', 'uniform') or comma-separated numbers."})
+    depth_sampling: Optional[str] = field(
+        default=None, metadata={"help": "'sandwich' also trains the smallest depth and random depths every step; "
+                                        "'none' turns off the config's."})
+    sandwich_random_depths: Optional[int] = field(default=None, metadata={"help": "Random depths per step."})
+    sandwich_weight: Optional[float] = field(default=None, metadata={"help": "Weight of the sandwich loss."})
+    distillation_weight: Optional[float] = field(
+        default=None, metadata={"help": "In-place self-distillation from the full depth into the exits (0: off)."})
+    distillation_temperature: Optional[float] = field(default=None, metadata={"help": "Its temperature."})
     spec_augment: Optional[bool] = field(
         default=None, metadata={"help": "SpecAugment masking (2 frequency masks <= 15 bins, 1 time mask per second of "
                                         "audio, each <= 40 frames); --spec_augment false turns off the config's."})
@@ -117,17 +129,38 @@ class PublishArguments:
                                         "default: <output_dir>/hub_repo."})
 
 
+# Config fields a recipe or flag may set on top of --model_config or a saved model: how the depths are trained.
+TRAINING_FIELDS = ("interctc_layers", "interctc_weight", "self_conditioning", "stochastic_depth_rate",
+                   "stochastic_depth_schedule", "depth_sampling", "sandwich_random_depths", "sandwich_weight",
+                   "distillation_weight", "distillation_temperature")
+
+
+def parse_interctc_weights(value: str):
+    """`--interctc_weights`: a named schedule of `PrunableCTCConfig` or comma-separated numbers."""
+    if value in INTERCTC_WEIGHT_RECIPES:
+        return value
+    try:
+        return [float(part) for part in value.split(",")]
+    except ValueError:
+        raise ValueError(f"--interctc_weights {value!r}: give one of {sorted(INTERCTC_WEIGHT_RECIPES)} or "
+                         f"comma-separated numbers, one per intermediate CTC layer") from None
+
+
 def build_model(model_args: ModelArguments, vocab_size: int, pad_token_id: int) -> PrunableCTCForCTC:
-    overrides = {k: getattr(model_args, k) for k in ("interctc_layers", "interctc_weight", "self_conditioning",
-                                                    "stochastic_depth_rate", "stochastic_depth_schedule")
-                 if getattr(model_args, k) is not None}
+    overrides = {k: getattr(model_args, k) for k in TRAINING_FIELDS if getattr(model_args, k) is not None}
+    if model_args.interctc_weights is not None:
+        overrides["interctc_weights"] = parse_interctc_weights(model_args.interctc_weights)
     if model_args.spec_augment is not None:
         overrides.update(spec_augment_freq_masks=2 if model_args.spec_augment else 0,
                          spec_augment_time_masks_per_second=1.0 if model_args.spec_augment else 0.0)
     if model_args.model_name_or_path:
         model = PrunableCTCForCTC.from_pretrained(model_args.model_name_or_path)
-        for key, value in overrides.items():
-            setattr(model.config, key, value)
+        if overrides:
+            # The constructor resolves named weight schedules against the layers; the model keeps its config
+            # object (its modules hold it), so the resolved fields are copied onto it.
+            resolved = PrunableCTCConfig(**{**model.config.to_dict(), **overrides})
+            for key in {*overrides, "interctc_layers", "interctc_weights"}:
+                setattr(model.config, key, getattr(resolved, key))
         model.config.check_values()
         return model
     settings = {}
