@@ -270,3 +270,16 @@ def test_the_reference_card_is_what_publish_renders():
     card_info = json.loads(REFERENCE_CARD_INFO.read_text())
     card = build_model_card(str(REFERENCE), repo_id="you/prunable-ctc-small-synth", **card_info)
     assert str(card) == (REFERENCE / "README.md").read_text()
+
+
+def test_card_states_how_the_depths_were_trained(measured_model):
+    config = PrunableCTCConfig.from_pretrained(measured_model)
+    paper = " ".join(build_model_card(str(measured_model), **CARD).text.split())
+    assert "sandwich" not in paper and "self-distillation" not in paper
+    config.interctc_weights, config.depth_sampling, config.sandwich_weight = "inverse_depth", "sandwich", 2.0
+    config = PrunableCTCConfig(**config.to_dict())  # resolves the named weights against the layers
+    config.save_pretrained(measured_model)
+    text = " ".join(build_model_card(str(measured_model), **CARD).text.split())
+    assert ("stochastic depth (p_max = 0.0, linear), exit weights 1, 0.5, 0.33, and sandwich sampling (each step "
+            "also trains the 1-layer sub-model and 1 random depth, their loss weighted 2.0), so its depth can be cut"
+            in text)

@@ -49,16 +49,23 @@ def parameter_count(config: PrunableCTCConfig) -> int:
 def architecture_fields(config: PrunableCTCConfig) -> Dict[str, object]:
     """What a card may say about the model's architecture, from its config: `encoder` ("Conformer"), `num_layers`,
     `hidden_size`, `num_attention_heads`, `intermediate_size`, `conv_kernel_size`, `parameters` ("4.2 M"),
-    `parameter_count` (4167470), `interctc_layers` ("2, 4, 6"), `interctc_weight`, `stochastic_depth_rate`,
-    `stochastic_depth_schedule`."""
+    `parameter_count` (4167470), `interctc_layers` ("2, 4, 6"), `interctc_weight`, `interctc_weights` ("0.5,
+    0.25, 0.17", or "1 each" when not set), `stochastic_depth_rate`, `stochastic_depth_schedule`, and how the
+    depths were trained beyond that: `depth_sampling` ("none" or "sandwich"), `sandwich_random_depths`,
+    `sandwich_weight`, `distillation_weight`, `distillation_temperature`."""
     count = parameter_count(config)
+    weights = config.interctc_weights
+    exit_weights = "1 each" if weights is None else ", ".join(f"{w:.2g}" for w in weights)
     return dict(encoder=ENCODER_NAMES[config.encoder_type], num_layers=config.num_hidden_layers,
                 hidden_size=config.hidden_size, num_attention_heads=config.num_attention_heads,
                 intermediate_size=config.intermediate_size, conv_kernel_size=config.conv_kernel_size,
                 parameters=f"{count / 1e6:.1f} M", parameter_count=count,
                 interctc_layers=", ".join(map(str, config.interctc_layers)), interctc_weight=config.interctc_weight,
-                stochastic_depth_rate=config.stochastic_depth_rate,
-                stochastic_depth_schedule=config.stochastic_depth_schedule)
+                interctc_weights=exit_weights, stochastic_depth_rate=config.stochastic_depth_rate,
+                stochastic_depth_schedule=config.stochastic_depth_schedule, depth_sampling=config.depth_sampling,
+                sandwich_random_depths=config.sandwich_random_depths, sandwich_weight=config.sandwich_weight,
+                distillation_weight=config.distillation_weight,
+                distillation_temperature=config.distillation_temperature)
 
 
 # (what, pattern whose group 1 is the stated value, field it must equal). A number of layers is the model's size:
