@@ -14,7 +14,7 @@ CTC_LOSS_REDUCTIONS = ("mean", "sum")
 DEPTH_SAMPLING = ("none", "sandwich")
 # Named recipes for `interctc_weights`, resolved to one weight per intermediate-CTC layer when the config is built.
 INTERCTC_WEIGHT_RECIPES = {"inverse_depth": lambda layers: [1.0 / layer for layer in layers],
-                           "uniform": lambda layers: [1.0] * len(layers)}
+                           "uniform": lambda layers: [1.0 for _ in layers]}
 
 
 def check_stochastic_depth(rate, schedule, owner: str = "") -> None:

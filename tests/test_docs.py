@@ -35,7 +35,9 @@ def test_a_changed_number_in_the_json_changes_the_document(monkeypatch):
     monkeypatch.setattr(render, "data", lambda path: changed if path == report else original(path))
     after = render.render_all()[ROOT / "README.md"]
     assert after != before
-    assert "| 8 | 4.17 M | 38.2 (9.8) |" in after
+    full = render.record(changed, 8)
+    assert f"| 8 | 4.17 M | {full['wer']:.1f} ({full['cer']:.1f}) |" in after
+    assert f"| 8 | 4.17 M | {full['wer'] - 10:.1f} ({full['cer']:.1f}) |" in before
 
 
 def test_the_readme_is_short_and_opens_with_the_commands_ci_runs():
