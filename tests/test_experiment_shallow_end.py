@@ -155,8 +155,9 @@ def test_quick_run_of_some_stages_writes_records_errors_intervals_and_says_what_
     assert compared == {("D_interctc_sd", 1, "E_dedicated"), ("H_shallow_combined", 1, "E_dedicated"),
                         ("H_shallow_combined", full_depth, "D_interctc_sd")}
     readme = (root / "results" / "README.md").read_text()
-    assert ("Stages finished: 3 of 10; still to run: E_dedicated_d2, W_exit_weights, S_sandwich, K_distillation, "
-            "SW_sandwich_exit_weights, S2_sandwich_two_random, SW2_sandwich_weight_2.") in readme
+    assert ("Stages finished: 3 of 12; still to run: E_dedicated_d2, W_exit_weights, S_sandwich, K_distillation, "
+            "SW_sandwich_exit_weights, S2_sandwich_two_random, SW2_sandwich_weight_2, SW3_sandwich_weight_3, "
+            "SW4_sandwich_weight_4.") in readme
     assert "not yet known (missing: 2 layers vs E)" in readme and "seconds per step" in readme
     assert (root / "results" / "wer_vs_depth_test.png").stat().st_size > 10_000
 
