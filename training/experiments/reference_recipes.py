@@ -168,7 +168,9 @@ def main(argv=None) -> dict:
             sys.exit(f"reference_recipes: --{name} {folder}: no model.safetensors there")
     from hf_prunable_ctc import PrunableCTCConfig
 
-    depths = {name: PrunableCTCConfig.from_pretrained(folder).num_hidden_layers for name, folder in folders.items()}
+    # With the defaults of fields a saved config predates.
+    configs = {name: PrunableCTCConfig.from_pretrained(folder) for name, folder in folders.items()}
+    depths = {name: config.num_hidden_layers for name, config in configs.items()}
     if len(set(depths.values())) > 1:
         sys.exit(f"reference_recipes: the models must have the same number of layers to compare them depth by depth, "
                  f"got {depths}")
@@ -179,11 +181,9 @@ def main(argv=None) -> dict:
     errors = {name: write_utterance_errors(name, folder, args.data_dir, splits, args.max_samples, args.output_dir)
               for name, folder in folders.items()}
     records, comparisons = compare(errors, splits)
-    models = {}
-    for name, folder in folders.items():
-        config = PrunableCTCConfig.from_pretrained(folder).to_dict()  # with the defaults of fields it predates
-        models[name] = {"folder": str(folder), "weights_sha256": weights_digest(folder),
-                        "config": {k: config.get(k) for k in CONFIG_FIELDS}}
+    models = {name: {"folder": str(folder), "weights_sha256": weights_digest(folder),
+                     "config": {k: getattr(configs[name], k) for k in CONFIG_FIELDS}}
+              for name, folder in folders.items()}
     command = "python training/experiments/reference_recipes.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = {"command": command, "data_dir": str(args.data_dir), "splits": splits, "models": models,
